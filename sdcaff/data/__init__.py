@@ -1,0 +1,1 @@
+"""Corpus layer: parsers, synthetic corpora, manifests, fingerprints and protocol splits."""
