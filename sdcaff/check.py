@@ -1,0 +1,187 @@
+"""Stage check: metrics files against committed expectations (or the paper); non-zero on regression."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from sdcaff import env, params
+from sdcaff.errors import SdcaffError
+from sdcaff.files import atomic_path
+from sdcaff.paper import REPORTED
+
+log = logging.getLogger(__name__)
+
+# What a recorded expectation covers: both aggregations of both metrics, and the authors' maxima.
+RECORDED_KEYS = ("wa.pooled", "wa.fold_mean", "ua.pooled", "ua.fold_mean", "authors.wa", "authors.ua")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckParams:
+    expected: str = "results/expected.json"  # committed expectations for the default pipeline
+    metrics_dir: str = "results/metrics"
+    tolerance: float = 0.5  # percentage points, used when recording; see docs/regression.md
+    paper_tolerance: float = 2.0  # percentage points between a real-corpus run and the paper
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    experiment: str
+    metric: str
+    expected: float | None
+    got: float | None
+    tolerance: float
+
+    @property
+    def difference(self) -> float | None:
+        if self.expected is None or self.got is None:
+            return None
+        return self.got - self.expected
+
+    @property
+    def verdict(self) -> str:
+        if self.got is None:
+            return "MISSING"
+        if self.expected is None:
+            return "UNEXPECTED"
+        diff = self.difference
+        if not math.isfinite(self.got):
+            return "FAIL"
+        if abs(diff) <= self.tolerance + 1e-9:
+            return "ok"
+        return "FAIL (lower)" if diff < 0 else "FAIL (higher)"
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+
+def lookup(metrics: dict, key: str) -> float | None:
+    """Returns metrics[a][b] for key 'a.b' as a float, or None when absent."""
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def load_metrics(metrics_dir: Path) -> dict[str, dict]:
+    """Returns {experiment: metrics dict} for every results/metrics/*.json."""
+    found = {}
+    for path in sorted(metrics_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SdcaffError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+        found[data.get("experiment", path.stem)] = data
+    return found
+
+
+def compare_expected(expected: dict, metrics: dict[str, dict], source: Path) -> list[Row]:
+    """Returns one row per expected metric (plus UNEXPECTED rows for unlisted experiments)."""
+    if "experiments" not in expected:
+        raise SdcaffError(f"{source}: no 'experiments' key; write it with `sdcaff check --record`")
+    rows = []
+    for exp, entries in sorted(expected["experiments"].items()):
+        for key, spec in sorted(entries.items()):
+            got = lookup(metrics[exp], key) if exp in metrics else None
+            rows.append(Row(exp, key, float(spec["value"]), got, float(spec["tolerance"])))
+    return rows
+
+
+def compare_paper(metrics: dict[str, dict], tolerance: float) -> list[Row]:
+    """Returns rows comparing each published number with the run made the same way."""
+    rows = []
+    for rep in REPORTED:
+        matches = [
+            (name, m) for name, m in sorted(metrics.items())
+            if m.get("model") == rep.model and m.get("protocol") == rep.protocol
+        ]
+        label = matches[0][0] if matches else f"{rep.model} @ {rep.protocol}"
+        m = matches[0][1] if matches else {}
+        rows.append(Row(label, f"{rep.wa_key} (paper WA {rep.source})", rep.wa, lookup(m, rep.wa_key), tolerance))
+        rows.append(Row(label, f"{rep.ua_key} (paper UA {rep.source})", rep.ua, lookup(m, rep.ua_key), tolerance))
+    return rows
+
+
+def record(metrics: dict[str, dict], tolerance: float, profile: str | None) -> dict:
+    """Returns an expectations document for the current metrics, with its provenance."""
+    experiments = {}
+    for exp, m in sorted(metrics.items()):
+        entries = {k: {"value": round(v, 4), "tolerance": tolerance}
+                   for k in RECORDED_KEYS if (v := lookup(m, k)) is not None}
+        if entries:
+            experiments[exp] = entries
+    first = next(iter(metrics.values()), {})
+    return {
+        "provenance": {
+            "recorded": datetime.date.today().isoformat(),
+            "commit": env.git_commit(),
+            "profile": profile or first.get("profile"),
+            "seeds": {exp: m.get("seeds") for exp, m in sorted(metrics.items())},
+            "env": first.get("env"),
+        },
+        "experiments": experiments,
+    }
+
+
+def format_table(rows: list[Row]) -> str:
+    """Returns the comparison as a fixed-width text table."""
+    head = ("experiment", "metric", "expected", "got", "difference", "tolerance", "verdict")
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    body = [(r.experiment, r.metric, fmt(r.expected), fmt(r.got),
+             "-" if r.difference is None else f"{r.difference:+.2f}", f"{r.tolerance:.2f}", r.verdict)
+            for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [head, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--expected", help="expectations JSON (default: params check.expected)")
+    parser.add_argument("--metrics-dir", help="directory of <experiment>.json metrics files")
+    parser.add_argument("--against", choices=["expected", "paper"], default="expected",
+                        help="compare with committed expectations (default) or the published numbers")
+    parser.add_argument("--tolerance", type=float, help="percentage points (paper mode, or when recording)")
+    parser.add_argument("--record", action="store_true",
+                        help="write the expectations file from the current metrics instead of checking")
+
+
+def run(args: argparse.Namespace) -> int:
+    p = params.load("check", CheckParams)
+    metrics_dir = Path(args.metrics_dir or p.metrics_dir)
+    expected_path = Path(args.expected or p.expected)
+    metrics = load_metrics(metrics_dir)
+    log.info("read %d metrics files from %s", len(metrics), metrics_dir)
+    if args.record:
+        if not metrics:
+            raise SdcaffError(f"{metrics_dir}: no metrics files to record")
+        doc = record(metrics, args.tolerance if args.tolerance is not None else p.tolerance, None)
+        with atomic_path(expected_path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        log.info("wrote %d experiments' expectations to %s", len(doc["experiments"]), expected_path)
+        return 0
+    if args.against == "paper":
+        rows = compare_paper(metrics, args.tolerance if args.tolerance is not None else p.paper_tolerance)
+    else:
+        try:
+            expected = json.loads(expected_path.read_text())
+        except FileNotFoundError as exc:
+            raise SdcaffError(f"{expected_path}: expectations file not found") from exc
+        except json.JSONDecodeError as exc:
+            raise SdcaffError(f"{expected_path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+        rows = compare_expected(expected, metrics, expected_path)
+        listed = set(expected["experiments"])
+        rows += [Row(exp, "(experiment)", None, 0.0, 0.0) for exp in sorted(set(metrics) - listed)]
+    print(format_table(rows))
+    failed = [r for r in rows if not r.ok and r.verdict != "UNEXPECTED"]
+    print(f"\n{len(rows) - len(failed)} metrics within tolerance, {len(failed)} outside or missing")
+    return 1 if failed else 0

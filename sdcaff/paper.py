@@ -1,0 +1,38 @@
+"""The published numbers this suite reproduces, each with its source (../shared/spec/sdcaff.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Reported:
+    name: str  # what the row is, as a reader would say it
+    corpus: str
+    model: str  # the suite's model/baseline name that reproduces it
+    protocol: str  # the suite's protocol under which it was obtained
+    wa: float  # percent
+    ua: float  # percent
+    how: str  # how the authors computed it: which aggregation each number is
+    source: str
+    wa_key: str = "wa.pooled"  # the metrics.json entry computed the same way
+    ua_key: str = "ua.pooled"
+
+
+# [abs] = the paper's abstract; [code] = confusion matrices in the authors' repository, pooled over
+# the 5 test folds, WA/UA recomputed from the matrices (spec, "Headline numbers").
+REPORTED: tuple[Reported, ...] = (
+    Reported("SD-CAFF, IEMOCAP (headline)", "iemocap", "sdcaff", "iemocap-authors", 75.78, 74.89,
+             "fold mean of per-fold maxima over epochs (most likely; WA/UA maxima taken separately)",
+             "[abs]", "authors.wa", "authors.ua"),
+    Reported("SD-CAFF, MSP-IMPROV (headline)", "msp-improv", "sdcaff", "msp-improv-authors", 56.77, 56.30,
+             "fold mean of per-fold maxima over epochs (most likely)", "[abs]", "authors.wa", "authors.ua"),
+    Reported("SD-CAFF (AFF_CRNN) confusion matrix", "iemocap", "sdcaff", "iemocap-authors", 75.78, 74.21,
+             "pooled over the 5 test folds (2,234 of 2,948 correct)", "[code]"),
+    Reported("CNN branch only, confusion matrix", "iemocap", "cnn", "iemocap-authors", 73.78, 72.46,
+             "pooled over the 5 test folds", "[code]"),
+    Reported("CNN + LSTM concatenated (CRNN), confusion matrix", "iemocap", "crnn", "iemocap-authors",
+             74.05, 72.30, "pooled over the 5 test folds", "[code]"),
+    Reported("LSTM branch only (RNN), confusion matrix", "iemocap", "lstm", "iemocap-authors", 68.86, 67.26,
+             "pooled over the 5 test folds", "[code]"),
+)
