@@ -1,0 +1,224 @@
+"""IEMOCAP_full_release label files + wav headers -> manifest rows. The corpus is only ever read."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sdcaff.data import audio
+from sdcaff.errors import AudioError, CorpusFormatError
+
+log = logging.getLogger(__name__)
+
+CORPUS = "iemocap"
+SESSIONS = (1, 2, 3, 4, 5)
+# corpora.md: the consensus labels a summary line may carry (xxx = no agreement).
+LABELS = ("neu", "hap", "sad", "ang", "exc", "fru", "sur", "fea", "dis", "oth", "xxx")
+# corpora.md: a summary line, tab-separated: [start - end] utt_id label [valence, activation, dominance]
+SUMMARY = re.compile(
+    r"^\[(\d+\.\d+) - (\d+\.\d+)\]\t(\S+)\t(\w{3})\t\[(\d+\.\d+), (\d+\.\d+), (\d+\.\d+)\]$"
+)
+# corpora.md: group 1 session, 2 the dialog's lead actor, 3 impro/script part, 4 THIS utterance's speaker.
+UTTERANCE = re.compile(r"^Ses(0[1-5])([FM])_(impro0[1-8][ab]?|script0[1-3]_[1-3]b?)_([FM])(\d{3})$")
+FOUR_CLASS = ("neu", "hap", "exc", "ang", "sad")  # the literature's 4 classes with hap and exc counted apart
+
+# What the full release holds, to log beside what a copy holds. Totals: 10,039 wavs and 151 dialog
+# files (corpora.md); the per-session and per-label splits are the release's public tallies.
+KNOWN_COUNTS: dict[str, dict[str, int]] = {
+    "wav files per session": {"1": 1819, "2": 1811, "3": 2136, "4": 2103, "5": 2170},
+    "label files per session": {"1": 28, "2": 30, "3": 32, "4": 30, "5": 31},
+    "labels": {
+        "neu": 1708, "hap": 595, "sad": 1084, "ang": 1103, "exc": 1041, "fru": 1849,
+        "sur": 107, "fea": 40, "dis": 2, "oth": 3, "xxx": 2507,
+    },
+    # corpora.md: 5,531 utterances labelled neu, hap, exc, ang or sad, per session
+    "neu/hap/exc/ang/sad per session": {"1": 1085, "2": 1023, "3": 1151, "4": 1031, "5": 1241},
+    # corpora.md: improvised only; the authors keep neu, sad, ang and exc of these
+    "improvised neu/hap/exc/ang/sad": {"neu": 1099, "hap": 284, "exc": 663, "ang": 289, "sad": 608},
+}
+
+
+def parse(root: str | os.PathLike, allow_missing: bool = False) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """Returns (manifest rows sorted by utt_id, found counts keyed as KNOWN_COUNTS) for an IEMOCAP root."""
+    root = Path(root)
+    sessions = [n for n in SESSIONS if (root / f"Session{n}").is_dir()]
+    if not sessions:
+        raise CorpusFormatError(f"{root}: no Session1..Session5 folders; is this IEMOCAP_full_release?")
+    skipped_dirs: collections.Counter[str] = collections.Counter()
+    stray: list[Path] = []
+    label_files: dict[int, list[Path]] = {}
+    for n in sessions:
+        label_files[n] = _label_files(root, n, skipped_dirs, stray)
+    wavs: dict[int, set[str]] = {n: _wav_files(root, n, stray) for n in sessions}
+
+    entries = []  # (utt_id, rel wav path, where, fields) per summary line
+    seen: dict[str, str] = {}
+    for n in sessions:
+        for path in label_files[n]:
+            for where, fields in _summary_lines(path, n):
+                utt = fields["utt"]
+                if utt in seen:
+                    raise CorpusFormatError(f"{where}: utterance {utt} is labelled twice (first at {seen[utt]})")
+                seen[utt] = where
+                rel = f"Session{n}/sentences/wav/{path.stem}/{utt}.wav"
+                entries.append((utt, rel, where, fields))
+
+    rows, missing = [], []
+    for utt, rel, where, fields in tqdm(entries, desc="iemocap wav headers", unit="wav", disable=None):
+        if rel not in wavs[fields["session"]]:
+            if not allow_missing:
+                raise AudioError(f"{root / rel}: wav not found, named by {where}")
+            missing.append(rel)
+            continue
+        info = audio.inspect(root / rel)
+        rows.append(_row(root, rel, fields, info))
+    rows.sort(key=lambda r: r["utt_id"])
+
+    labelled = {rel for _, rel, _, _ in entries}
+    unlabelled = sorted(rel for n in sessions for rel in wavs[n] if rel not in labelled)
+    _log_parse(root, sessions, label_files, skipped_dirs, stray, missing, unlabelled, rows)
+    return rows, _found_counts(label_files, wavs, rows)
+
+
+def _label_files(root: Path, session: int, skipped_dirs: collections.Counter, stray: list[Path]) -> list[Path]:
+    """Returns the top-level dialog label files of one session, sorted; sub-folders and strays are tallied."""
+    folder = root / f"Session{session}" / "dialog" / "EmoEvaluation"
+    if not folder.is_dir():
+        raise CorpusFormatError(f"{folder}: label folder missing (Session{session} exists without it)")
+    files = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_dir():
+            # Categorical/, Attribute/, Self-evaluation/ hold per-evaluator files, not labels.
+            skipped_dirs[entry.name] += 1
+        elif entry.name.startswith(".") or not entry.name.endswith(".txt"):
+            # `._*` resource forks from macOS copies, `.pk` pickles left in some releases.
+            stray.append(Path(entry.path))
+        else:
+            files.append(Path(entry.path))
+    return files
+
+
+def _wav_files(root: Path, session: int, stray: list[Path]) -> set[str]:
+    """Returns the wav files of one session as root-relative posix paths; strays are tallied."""
+    base = root / f"Session{session}" / "sentences" / "wav"
+    found: set[str] = set()
+    if not base.is_dir():
+        return found
+    for dialog in sorted(os.scandir(base), key=lambda e: e.name):
+        if not dialog.is_dir():
+            stray.append(Path(dialog.path))
+            continue
+        for entry in sorted(os.scandir(dialog.path), key=lambda e: e.name):
+            # `._Ses01F_impro01_F000.wav` ends in .wav too: the leading dot decides.
+            if entry.name.startswith(".") or not entry.name.endswith(".wav") or not entry.is_file():
+                stray.append(Path(entry.path))
+            else:
+                found.add(f"Session{session}/sentences/wav/{dialog.name}/{entry.name}")
+    return found
+
+
+def _summary_lines(path: Path, session: int):
+    """Yields ("file:line", fields) for each summary line of one label file; other lines are skipped."""
+    try:
+        # Only summary lines matter and they are ASCII; an odd byte in an evaluator's comment must not stop us.
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise CorpusFormatError(f"{path}: cannot read label file: {exc.strerror}") from exc
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = line.rstrip()
+        # Per-evaluator lines (C-E1:, A-F2:, ...), the `%` header and blank lines carry no consensus label.
+        if not line.startswith("["):
+            continue
+        where = f"{path}:{lineno}"
+        match = SUMMARY.match(line)
+        if match is None:
+            raise CorpusFormatError(
+                f"{where}: not a summary line '[start - end]<TAB>utt<TAB>label<TAB>[v, a, d]': {line!r}"
+            )
+        start, end, utt, label, valence, activation, dominance = match.groups()
+        if label not in LABELS:
+            raise CorpusFormatError(f"{where}: unknown label {label!r} for {utt}; known: {' '.join(LABELS)}")
+        ident = UTTERANCE.match(utt)
+        if ident is None:
+            raise CorpusFormatError(f"{where}: utterance id {utt!r} does not match Ses0[1-5][FM]_<part>_[FM]<nnn>")
+        if int(ident.group(1)) != session:
+            raise CorpusFormatError(
+                f"{where}: utterance {utt} belongs to session {int(ident.group(1))}, found in Session{session}"
+            )
+        yield where, {
+            "utt": utt,
+            "session": session,
+            "gender": ident.group(4),  # the utterance's own speaker, never the dialog's lead (group 2)
+            "mode": "improvised" if ident.group(3).startswith("impro") else "scripted",
+            "label": label,
+            "dialog": path.stem,
+            "start_s": float(start),
+            "end_s": float(end),
+            "valence": float(valence),
+            "activation": float(activation),
+            "dominance": float(dominance),
+        }
+
+
+def _row(root: Path, rel: str, fields: dict, info: audio.WavInfo) -> dict:
+    """Returns one manifest row in the contract's column order, IEMOCAP extras last."""
+    return {
+        "utt_id": f"{CORPUS}/{fields['utt']}",
+        "corpus": CORPUS,
+        "path": str(root / rel),
+        "session": fields["session"],
+        "speaker": f"Ses{fields['session']:02d}_{fields['gender']}",
+        "gender": fields["gender"],
+        "label": fields["label"],
+        "mode": fields["mode"],
+        "sample_rate": info.sample_rate,
+        "num_samples": info.num_samples,
+        "target": "",
+        "dialog": fields["dialog"],
+        "start_s": fields["start_s"],
+        "end_s": fields["end_s"],
+        "valence": fields["valence"],
+        "activation": fields["activation"],
+        "dominance": fields["dominance"],
+    }
+
+
+def _found_counts(
+    label_files: dict[int, list[Path]], wavs: dict[int, set[str]], rows: list[dict]
+) -> dict[str, dict[str, int]]:
+    """Returns this copy's counts under the same names and keys as KNOWN_COUNTS."""
+    four = [r for r in rows if r["label"] in FOUR_CLASS]
+    improvised = [r for r in four if r["mode"] == "improvised"]
+    return {
+        "wav files per session": {str(n): len(w) for n, w in wavs.items()},
+        "label files per session": {str(n): len(f) for n, f in label_files.items()},
+        "labels": dict(collections.Counter(r["label"] for r in rows)),
+        "neu/hap/exc/ang/sad per session": dict(collections.Counter(str(r["session"]) for r in four)),
+        "improvised neu/hap/exc/ang/sad": dict(collections.Counter(r["label"] for r in improvised)),
+    }
+
+
+def _log_parse(root, sessions, label_files, skipped_dirs, stray, missing, unlabelled, rows) -> None:
+    """Logs what the parse read, skipped and could not find."""
+    log.info(
+        "read %s: sessions %s, %d label files, %d labelled wavs",
+        root, ",".join(map(str, sessions)), sum(len(f) for f in label_files.values()), len(rows),
+    )
+    if skipped_dirs or stray:
+        folders = ", ".join(f"{k} x{v}" for k, v in sorted(skipped_dirs.items())) or "none"
+        log.info(
+            "skipped %d per-evaluator folders (%s) and %d stray files (._*, .pk, ...)",
+            sum(skipped_dirs.values()), folders, len(stray),
+        )
+        for path in stray:
+            log.debug("stray file skipped: %s", path)
+    if unlabelled:
+        log.info("%d wav files have no label line and are left out, e.g. %s", len(unlabelled), unlabelled[0])
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        log.warning("%d wavs named by label files are missing (allow_missing): %s", len(missing), shown)
