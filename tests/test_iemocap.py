@@ -54,14 +54,14 @@ def test_strays_and_per_evaluator_folders_are_skipped_and_counted(corpus, caplog
         rows, found = iemocap.parse(corpus.root)
     assert len(rows) == len(IEMOCAP_UTTERANCES)
     assert "Categorical x5" in caplog.text and "24 stray files" in caplog.text
-    assert found["label files per session"] == {"1": 2, "2": 1, "3": 1, "4": 1, "5": 1}
-    assert found["wav files per session"] == {"1": 4, "2": 1, "3": 1, "4": 1, "5": 1}
+    assert found["label files per session"] == {"Session1": 2, "Session2": 1, "Session3": 1, "Session4": 1, "Session5": 1}
+    assert found["wav files per session"] == {"Session1": 4, "Session2": 1, "Session3": 1, "Session4": 1, "Session5": 1}
 
 
 def test_found_counts_use_the_known_count_names(corpus):
     _, found = iemocap.parse(corpus.root)
     assert set(found) == set(iemocap.KNOWN_COUNTS)
-    assert found["neu/hap/exc/ang/sad per session"] == {"1": 4, "4": 1, "5": 1}
+    assert found["neu/hap/exc/ang/sad per session"] == {"Session1": 4, "Session4": 1, "Session5": 1}
     assert found["improvised neu/hap/exc/ang/sad"] == {"neu": 1, "ang": 1, "exc": 1, "hap": 1, "sad": 1}
 
 
@@ -128,7 +128,7 @@ def test_unlabelled_wav_is_counted_not_a_row(tmp_path, caplog):
         rows, found = iemocap.parse(corpus.root)
     assert "iemocap/Ses01F_impro01_F009" not in {r["utt_id"] for r in rows}
     assert "1 wav files have no label line" in caplog.text
-    assert found["wav files per session"]["1"] == 5
+    assert found["wav files per session"]["Session1"] == 5
 
 
 def test_truncated_wav_names_the_wav(corpus):
@@ -154,7 +154,7 @@ def test_subset_copy_with_some_sessions(tmp_path):
     corpus = write_iemocap(tmp_path / "c", [u for u in IEMOCAP_UTTERANCES if u[0].startswith("Ses01")])
     rows, found = iemocap.parse(corpus.root)
     assert {r["session"] for r in rows} == {1}
-    assert found["wav files per session"] == {"1": 4}
+    assert found["wav files per session"] == {"Session1": 4}
 
 
 def test_root_without_sessions_is_rejected(tmp_path):

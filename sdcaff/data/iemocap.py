@@ -30,14 +30,16 @@ FOUR_CLASS = ("neu", "hap", "exc", "ang", "sad")  # the literature's 4 classes w
 # What the full release holds, to log beside what a copy holds. Totals: 10,039 wavs and 151 dialog
 # files (corpora.md); the per-session and per-label splits are the release's public tallies.
 KNOWN_COUNTS: dict[str, dict[str, int]] = {
-    "wav files per session": {"1": 1819, "2": 1811, "3": 2136, "4": 2103, "5": 2170},
-    "label files per session": {"1": 28, "2": 30, "3": 32, "4": 30, "5": 31},
+    "wav files per session": {"Session1": 1819, "Session2": 1811, "Session3": 2136, "Session4": 2103, "Session5": 2170},
+    "label files per session": {"Session1": 28, "Session2": 30, "Session3": 32, "Session4": 30, "Session5": 31},
     "labels": {
         "neu": 1708, "hap": 595, "sad": 1084, "ang": 1103, "exc": 1041, "fru": 1849,
         "sur": 107, "fea": 40, "dis": 2, "oth": 3, "xxx": 2507,
     },
     # corpora.md: 5,531 utterances labelled neu, hap, exc, ang or sad, per session
-    "neu/hap/exc/ang/sad per session": {"1": 1085, "2": 1023, "3": 1151, "4": 1031, "5": 1241},
+    "neu/hap/exc/ang/sad per session": {
+        "Session1": 1085, "Session2": 1023, "Session3": 1151, "Session4": 1031, "Session5": 1241,
+    },
     # corpora.md: improvised only; the authors keep neu, sad, ang and exc of these
     "improvised neu/hap/exc/ang/sad": {"neu": 1099, "hap": 284, "exc": 663, "ang": 289, "sad": 608},
 }
@@ -195,10 +197,10 @@ def _found_counts(
     four = [r for r in rows if r["label"] in FOUR_CLASS]
     improvised = [r for r in four if r["mode"] == "improvised"]
     return {
-        "wav files per session": {str(n): len(w) for n, w in wavs.items()},
-        "label files per session": {str(n): len(f) for n, f in label_files.items()},
+        "wav files per session": {f"Session{n}": len(w) for n, w in wavs.items()},
+        "label files per session": {f"Session{n}": len(f) for n, f in label_files.items()},
         "labels": dict(collections.Counter(r["label"] for r in rows)),
-        "neu/hap/exc/ang/sad per session": dict(collections.Counter(str(r["session"]) for r in four)),
+        "neu/hap/exc/ang/sad per session": dict(collections.Counter(f"Session{r['session']}" for r in four)),
         "improvised neu/hap/exc/ang/sad": dict(collections.Counter(r["label"] for r in improvised)),
     }
 
