@@ -43,7 +43,7 @@ def pooled(x: torch.Tensor) -> torch.Tensor:
 
 
 class MultiScaleChannelAttention(nn.Module):
-    """AFF's MS-CAM: gate = sigmoid(local(x) + global(x)) [aff, eq. 2-4]."""
+    """AFF's MS-CAM: gate = sigmoid(local(x) + global(x)) [aff]."""
 
     def __init__(self, channels: int, inner: int):
         super().__init__()
@@ -60,7 +60,6 @@ class CrossAFF(nn.Module):
 
     def __init__(self, static_channels: int, dynamic_channels: int, inner: int):
         super().__init__()
-        # Creation order as in the authors' module, so the same seed gives the same initial weights.
         self.static_local = local_context(static_channels, inner)
         self.static_global = global_context(static_channels, inner, dynamic_channels)
         self.dynamic_local = local_context(dynamic_channels, inner)
@@ -121,7 +120,7 @@ class Add(nn.Module):
 
 
 class AFF(nn.Module):
-    """Plain AFF: Z = M(X + Y) * X + (1 - M(X + Y)) * Y, with X static, Y dynamic on its grid [aff, eq. 5]."""
+    """Plain AFF: Z = M(X + Y) * X + (1 - M(X + Y)) * Y, X static, Y dynamic on its grid [aff]."""
 
     def __init__(self, static_channels: int, dynamic_channels: int, inner: int):
         super().__init__()
@@ -133,11 +132,12 @@ class AFF(nn.Module):
         """Returns (B, Cs, H, W), (B, Cd, 1, T) -> (B, Cs)."""
         aligned = self.align(dynamic, static.shape[-1])
         gate = self.attention(static + aligned)
+        # The paper's formula; Dai et al.'s released AFF doubles both terms.
         return pooled(gate * static + (1 - gate) * aligned)
 
 
 class IterativeAFF(nn.Module):
-    """iAFF: the gate is computed on a first AFF integration instead of on X + Y [aff, eq. 6]."""
+    """iAFF: the gate is computed on a first AFF integration instead of on X + Y [aff]."""
 
     def __init__(self, static_channels: int, dynamic_channels: int, inner: int):
         super().__init__()
@@ -151,6 +151,7 @@ class IterativeAFF(nn.Module):
         aligned = self.align(dynamic, static.shape[-1])
         first_gate = self.first(static + aligned)
         initial = first_gate * static + (1 - first_gate) * aligned
+        # Its own second attention, as in the paper (the released iAFF reuses the first global context).
         gate = self.second(initial)
         return pooled(gate * static + (1 - gate) * aligned)
 

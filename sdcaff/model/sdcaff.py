@@ -173,7 +173,6 @@ class SDCAFF(nn.Module):
             p.aff_inner,
         )
         width = self.fusion.out_features
-        # Creation order as in the authors' module: emotion, emotion center, gender, gender center.
         heads = {"emotion": nn.Linear(width, p.n_classes), "emotion_center": nn.Linear(width, p.n_classes)}
         if p.gender_head:
             heads["gender"] = nn.Linear(width, GENDERS)
