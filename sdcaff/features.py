@@ -1,0 +1,253 @@
+"""Stage features: manifest wavs -> resample, silence removal, pad/cut to 6 s, MFCC + deltas -> one tensor file."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+import typing
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torchaudio
+from tqdm import tqdm
+
+from sdcaff import env
+from sdcaff import params as params_module
+from sdcaff.data import audio
+from sdcaff.errors import ManifestError, ParamsError
+from sdcaff.files import atomic_path
+from sdcaff.mfcc import (
+    DELTA_AXIS, DELTA_WIDTH, F_MAX, F_MIN, HOP_LENGTH, N_FFT, N_MELS, N_MFCC, PAD_MODE, SAMPLE_RATE, TOP_DB,
+    WIN_LENGTH, delta, extract, mfcc,
+)
+from sdcaff.silence import TRIM_TOP_DB, remove_silence
+
+__all__ = ["FeaturesParams", "FeatureSet", "delta", "extract", "fix_length", "mfcc", "remove_silence", "run"]
+
+log = logging.getLogger(__name__)
+
+# The manifest columns this stage reads (docs/architecture.md); others may follow and are ignored.
+MANIFEST_COLUMNS = ("utt_id", "corpus", "path", "label", "sample_rate", "num_samples")
+# Keys of the DSP itself: what extract() takes. The rest of FeaturesParams is I/O and batching.
+MFCC_KEYS = ("sample_rate", "n_mfcc", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "pad_mode",
+             "top_db")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesParams:
+    manifest_dir: str = "artifacts/manifest"  # reads <manifest_dir>/<corpus>.csv
+    out_dir: str = "artifacts/features"  # writes <out_dir>/<set>.pt
+    results_dir: str = "results/features"  # writes <results_dir>/<set>.json
+    silence: Literal["authors", "trim", "none"] = "authors"  # authors' detector (sdcaff/silence.py)
+    trim_top_db: float = TRIM_TOP_DB  # silence `trim` only
+    clip_seconds: float = 6.0  # authors' code: fixed_t=6, pad or cut to int(6 * sr) samples
+    batch_size: int = 64  # utterances per MFCC batch on the device; results do not depend on it
+    # The MFCC and delta settings; defaults and their sources are in sdcaff/mfcc.py.
+    sample_rate: int = SAMPLE_RATE
+    n_mfcc: int = N_MFCC
+    n_fft: int = N_FFT
+    win_length: int = WIN_LENGTH
+    hop_length: int = HOP_LENGTH
+    n_mels: int = N_MELS
+    f_min: float = F_MIN
+    f_max: float = F_MAX
+    pad_mode: Literal["reflect", "constant"] = PAD_MODE
+    top_db: float | None = TOP_DB
+    delta_width: int = DELTA_WIDTH
+    delta_axis: Literal["coefficient", "time"] = DELTA_AXIS
+
+    @property
+    def clip_samples(self) -> int:
+        """Returns the clip length in samples (96,000 for 6 s at 16 kHz)."""
+        return int(self.clip_seconds * self.sample_rate)
+
+    @property
+    def frames(self) -> int:
+        """Returns the MFCC frames per clip with centred framing (251 for the authors' settings)."""
+        return 1 + self.clip_samples // self.hop_length
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSet:
+    corpus: Literal["iemocap", "msp-improv"]
+    labels: list[str] | None = None  # manifest `label` values kept; null = every row
+
+
+def load_params(name: str, path: str | Path | None = None) -> tuple[FeaturesParams, FeatureSet]:
+    """Returns params.yaml's `features` section with feature_sets.<name>'s overrides applied, and the set."""
+    path = Path(path) if path is not None else params_module.params_path()
+    base = params_module.load("features", FeaturesParams, path)
+    data, lines = params_module.read(path)
+    sets = data.get("feature_sets")
+    if not isinstance(sets, dict):
+        raise ParamsError(f"{path}: missing section 'feature_sets'")
+    if name not in sets:
+        raise ParamsError(f"{path}: unknown feature set '{name}'; feature_sets has {', '.join(sets)}")
+    entry = sets[name]
+    key = ("feature_sets", name)
+    where = f"{path}:{lines.get(key, 1)}"
+    if not isinstance(entry, dict):
+        raise ParamsError(f"{where}: 'feature_sets.{name}' must be a mapping, got {entry!r}")
+    own = {k: v for k, v in entry.items() if k in ("corpus", "labels")}
+    feature_set = params_module.build(FeatureSet, own, path, lines, key)
+    hints = typing.get_type_hints(FeaturesParams)
+    overrides = {}
+    for field, value in entry.items():
+        if field in own:
+            continue
+        if field not in hints:
+            raise ParamsError(f"{path}:{lines[key + (field,)]}: unknown key 'feature_sets.{name}.{field}'; "
+                              f"a set takes corpus, labels or a features key: {', '.join(hints)}")
+        overrides[field] = params_module.build(hints[field], value, path, lines, key + (field,))
+    merged = dataclasses.replace(base, **overrides)
+    problem = _check(merged)
+    if problem:
+        field, message = problem
+        line = lines.get(key + (field,), lines.get(("features", field), lines.get(key, 1)))
+        raise ParamsError(f"{path}:{line}: feature set '{name}': {message}")
+    return merged, feature_set
+
+
+def _check(p: FeaturesParams) -> tuple[str, str] | None:
+    """Returns (key, message) for the first setting the DSP cannot run with, or None."""
+    positive = ("clip_seconds", "batch_size", "sample_rate", "n_mfcc", "n_fft", "win_length", "hop_length", "n_mels")
+    for field in positive:
+        if getattr(p, field) <= 0:
+            return field, f"'{field}' must be positive, got {getattr(p, field)}"
+    if p.win_length > p.n_fft:
+        return "win_length", f"'win_length' {p.win_length} exceeds n_fft {p.n_fft}"
+    if p.n_mfcc > p.n_mels:
+        return "n_mfcc", f"'n_mfcc' {p.n_mfcc} exceeds n_mels {p.n_mels}"
+    if not 0.0 <= p.f_min < p.f_max <= p.sample_rate / 2:
+        return "f_max", f"need 0 <= f_min < f_max <= sample_rate / 2, got {p.f_min}, {p.f_max}, {p.sample_rate}"
+    span = p.n_mfcc if p.delta_axis == "coefficient" else p.frames
+    if p.delta_width < 3 or p.delta_width % 2 == 0 or p.delta_width > span:
+        return "delta_width", f"'delta_width' must be odd, at least 3 and at most {span}, got {p.delta_width}"
+    return None
+
+
+def read_manifest(path: Path, corpus: str, labels: list[str] | None) -> pd.DataFrame:
+    """Returns the manifest rows whose label is in `labels` (all if None), sorted by utt_id, with a `line` column."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found; run `sdcaff manifest --corpus {corpus}` first")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not a readable manifest CSV: {exc}") from exc
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path}:1: missing column(s) {', '.join(missing)}; this stage reads "
+                            f"{', '.join(MANIFEST_COLUMNS)}")
+    frame = frame[list(MANIFEST_COLUMNS)].assign(line=np.arange(len(frame)) + 2)  # line 1 is the header
+    for mask, what in (
+        (frame["utt_id"] == "", "empty utt_id"),
+        (frame["utt_id"].duplicated(), "duplicated utt_id"),
+        (frame["corpus"] != corpus, f"corpus is not '{corpus}'"),
+        (~frame["sample_rate"].str.fullmatch(r"[1-9][0-9]*"), "sample_rate is not a positive integer"),
+        (~frame["num_samples"].str.fullmatch(r"[1-9][0-9]*"), "num_samples is not a positive integer"),
+    ):
+        if mask.any():
+            row = frame[mask].iloc[0]
+            raise ManifestError(f"{path}:{row['line']}: {what}: {row['utt_id']!r}")
+    frame = frame.astype({"sample_rate": int, "num_samples": int})
+    if labels is not None:
+        frame = frame[frame["label"].isin(labels)]
+    return frame.sort_values("utt_id", kind="mergesort", ignore_index=True)
+
+
+def fix_length(y: np.ndarray, length: int) -> np.ndarray:
+    """Returns y's first `length` samples, zero-padded at the end when shorter: (length,) float32."""
+    # authors' code: pad when length >= len(y), else cut the head; never centred or looped.
+    out = np.zeros(length, dtype=np.float32)
+    out[: min(length, len(y))] = y[:length]
+    return out
+
+
+def prepare(row: pd.Series, manifest: Path, p: FeaturesParams) -> tuple[np.ndarray, int]:
+    """Returns one utterance's clip (clip_samples,) float32 and its sample count after silence removal."""
+    y, rate = audio.read(row["path"])
+    if rate != row["sample_rate"] or len(y) != row["num_samples"]:
+        raise ManifestError(
+            f"{manifest}:{row['line']}: {row['path']} holds {len(y)} samples at {rate} Hz, the manifest says "
+            f"{row['num_samples']} at {row['sample_rate']} Hz; re-run `sdcaff manifest`"
+        )
+    if rate != p.sample_rate:
+        y = torchaudio.functional.resample(torch.from_numpy(y), rate, p.sample_rate).numpy()
+    speech = remove_silence(y, p.silence, p.trim_top_db)
+    return fix_length(speech, p.clip_samples), len(speech)
+
+
+def compute(rows: pd.DataFrame, manifest: Path, p: FeaturesParams, device: torch.device) -> dict[str, torch.Tensor]:
+    """Returns mfcc, delta, delta_delta (N, n_mfcc, frames) float32 and speech_samples (N,) int64 for `rows`."""
+    n = len(rows)
+    out = {k: torch.empty((n, p.n_mfcc, p.frames)) for k in ("mfcc", "delta", "delta_delta")}
+    out["speech_samples"] = torch.empty(n, dtype=torch.int64)
+    options = {k: getattr(p, k) for k in MFCC_KEYS}
+    with tqdm(total=n, unit="utt", desc="features", disable=None) as bar:
+        for first in range(0, n, p.batch_size):
+            clips = []
+            for i in range(first, min(first + p.batch_size, n)):
+                clip, speech_samples = prepare(rows.iloc[i], manifest, p)
+                clips.append(clip)
+                out["speech_samples"][i] = speech_samples
+                bar.update()
+            batch = torch.from_numpy(np.stack(clips)).to(device)
+            with torch.inference_mode():
+                tensors = extract(batch, delta_axis=p.delta_axis, delta_width=p.delta_width, **options)
+            for name, tensor in zip(("mfcc", "delta", "delta_delta"), tensors):
+                out[name][first : first + len(clips)] = tensor.cpu()
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds `--set NAME` and `--device` to the verb's parser."""
+    parser.add_argument("--set", required=True, dest="set_name", metavar="NAME",
+                        help="a key of params feature_sets (e.g. iemocap, msp-improv)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help="where MFCCs are computed; default: params env.device")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Returns 0 after writing <out_dir>/<set>.pt and <results_dir>/<set>.json for one feature set."""
+    p, feature_set = load_params(args.set_name)
+    env_params = params_module.load("env", env.EnvParams)
+    env.configure(env_params)
+    device = env.device(args.device or env_params.device)
+    manifest = Path(p.manifest_dir) / f"{feature_set.corpus}.csv"
+    rows = read_manifest(manifest, feature_set.corpus, feature_set.labels)
+    if rows.empty:
+        raise ManifestError(f"{manifest}: no rows with a label in {feature_set.labels}")
+    audio_seconds = float((rows["num_samples"] / rows["sample_rate"]).sum())
+    log.info("read %s: %d utterances (%.0f s of audio), labels %s", manifest, len(rows), audio_seconds,
+             feature_set.labels or "all")
+
+    start = time.perf_counter()
+    tensors = compute(rows, manifest, p, device)
+    wall_seconds = time.perf_counter() - start
+
+    settings = {**params_module.to_dict(p), **params_module.to_dict(feature_set)}
+    # Plain data only (env.record() holds torch's TorchVersion), so torch.load(weights_only=True) reads it.
+    provenance = json.loads(json.dumps(env.record()))
+    payload = {"utt_ids": rows["utt_id"].tolist(), **tensors, "params": settings, "env": provenance}
+    summary = {
+        "set": args.set_name, "corpus": feature_set.corpus, "utterances": len(rows),
+        "audio_seconds": round(audio_seconds, 3), "wall_seconds": round(wall_seconds, 3),
+        "times_realtime": round(audio_seconds / wall_seconds, 1), "device": str(device), "params": settings,
+    }
+    pt_path = Path(p.out_dir) / f"{args.set_name}.pt"
+    json_path = Path(p.results_dir) / f"{args.set_name}.json"
+    with atomic_path(pt_path) as tmp, open(tmp, "wb") as stream:
+        # Saved through a stream: given a path, torch names the archive's folder after the (random)
+        # temporary file name, and the same features would differ byte for byte.
+        torch.save(payload, stream)
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    log.info("wrote %s (%d x %d x %d, x3) and %s: %.1f s wall, %.0fx realtime on %s", pt_path, len(rows),
+             p.n_mfcc, p.frames, json_path, wall_seconds, summary["times_realtime"], device)
+    return 0

@@ -1,0 +1,193 @@
+"""Silence removal: ZCR and trim against librosa, the authors' detector against a loop re-reading of the spec."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+
+from sdcaff import silence
+
+RATE = 16000
+HOP, FRAME = 512, 2048
+
+
+def tone(seconds: float, amplitude: float = 0.5, hz: float = 200.0) -> np.ndarray:
+    """Returns a voiced-like stretch: loud, few zero crossings: (seconds * RATE,) float32."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def hiss(seconds: float, rng: np.random.Generator, amplitude: float = 1e-3) -> np.ndarray:
+    """Returns a silence-like stretch: faint white noise, many zero crossings: (seconds * RATE,) float32."""
+    return (amplitude * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def reference_remove(y: np.ndarray) -> np.ndarray:
+    """Returns y after the spec's detector, re-read as plain loops over frames (the authors' quirks included)."""
+    zcr = librosa.feature.zero_crossing_rate(y, frame_length=FRAME, hop_length=HOP)[0]
+    padded = np.concatenate([np.zeros(FRAME // 2), y.astype(np.float64), np.zeros(FRAME // 2)])
+    n = int(np.ceil(len(y) / HOP))
+    window = np.sqrt(np.hanning(FRAME))
+    amp = np.array([np.sum(np.abs(padded[i * HOP : i * HOP + FRAME] * window)) for i in range(n)])
+    zcr_high = max(0.8 * max(zcr), 2 * min(zcr))
+    amp_low = min(10 * min(amp), 0.05 * max(amp) + 5 * min(amp), 0.1 * max(amp))
+    zcr = zcr[:n]
+    silent = [bool(zcr[i] >= zcr_high or amp[i] <= amp_low) for i in range(n)]
+    starts, ends = [], []
+    for i in range(n - 1):
+        if i == 0 and not silent[0]:
+            starts.append(-HOP)
+        if silent[i] and not silent[i + 1]:
+            starts.append((i - 1) * HOP)
+        if not silent[i] and silent[i + 1]:
+            ends.append((i - 1) * HOP + FRAME)
+    if not starts or not ends:
+        return y
+    if len(ends) < len(starts):
+        ends.append(len(y) - 1)
+    pieces = []
+    if len(starts) == 1:
+        s, e = max(starts[0], 0), (len(y) - 1 if ends[0] > len(y) else ends[0])
+        return np.concatenate([y[s:e], y[s:e]])
+    s = max(starts[0], 0)
+    for k in range(len(starts) - 1):
+        e = len(y) - 1 if ends[k] > len(y) else ends[k]
+        if e >= starts[k + 1]:
+            continue  # merged: the run keeps start s
+        pieces.append(y[s:e])
+        s = starts[k + 1]
+    pieces.append(y[s : ends[-1]])
+    return np.concatenate(pieces)
+
+
+def crafted() -> dict[str, np.ndarray]:
+    """Returns named signals covering each branch of the detector."""
+    rng = np.random.default_rng(987654)
+    return {
+        "silence-speech-silence": np.concatenate([hiss(1, rng), tone(2), hiss(1, rng)]),
+        "two-segments": np.concatenate([hiss(0.5, rng), tone(1), hiss(1, rng), tone(0.7, hz=150), hiss(0.5, rng)]),
+        "close-segments-merge": np.concatenate([hiss(0.5, rng), tone(1), hiss(0.15, rng), tone(1), hiss(0.5, rng)]),
+        "speech-first": np.concatenate([tone(1), hiss(1, rng), tone(1), hiss(0.5, rng)]),
+        "trailing-speech": np.concatenate([hiss(1, rng), tone(2)]),
+        "trailing-after-segment": np.concatenate([hiss(0.5, rng), tone(1), hiss(1, rng), tone(1)]),
+        "all-silence": hiss(2, rng),
+        "hop-multiple": np.concatenate([hiss(1, rng), tone(1), hiss(1, rng)])[: 90 * HOP],
+        "end-inside-frame": np.concatenate([hiss(0.5, rng), tone(1), hiss(0.05, rng)]),
+        "one-frame": tone(0.02),
+    }
+
+
+@pytest.mark.parametrize("length", [100, 512, 4096, 5000, 16000 * 2 + 7])
+def test_zero_crossing_rate_matches_librosa(length):
+    rng = np.random.default_rng(length)
+    y = rng.standard_normal(length).astype(np.float32)
+    y[::7] = 0.0  # exact zeros count as positive
+    y[3::11] = -0.0
+    y[5::13] = -1e-11  # within librosa's 1e-10 zero threshold
+    y[: length // 4] = np.abs(y[: length // 4])  # a crossing-free stretch at the edge padding
+    expected = librosa.feature.zero_crossing_rate(y, frame_length=FRAME, hop_length=HOP)[0]
+    got = silence.zero_crossing_rate(y)
+    assert got.shape == (1 + length // HOP,)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("length", [700, 1024, 5000])
+def test_frame_amplitude_counts_and_values(length):
+    y = np.random.default_rng(1).standard_normal(length).astype(np.float32)
+    padded = np.concatenate([np.zeros(FRAME // 2), y, np.zeros(FRAME // 2)])
+    window = np.sqrt(np.hanning(FRAME))
+    n = -(-length // HOP)
+    expected = [np.abs(padded[i * HOP : i * HOP + FRAME] * window).sum() for i in range(n)]
+    np.testing.assert_allclose(silence.frame_amplitude(y), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(crafted()))
+def test_authors_detector_matches_loop_reading(name):
+    y = crafted()[name]
+    np.testing.assert_array_equal(silence.remove_silence(y, "authors"), reference_remove(y))
+
+
+def test_one_segment_is_emitted_twice():
+    y = crafted()["silence-speech-silence"]
+    out = silence.remove_silence(y)
+    half = len(out) // 2
+    np.testing.assert_array_equal(out[:half], out[half:])
+    # The run starts at the left edge of the first frame that overlaps the tone (1 s .. 3 s) and ends one
+    # hop past the right edge of the last one.
+    segments = silence.authors_segments(silence.authors_silent_frames(y), len(y))
+    (start, end), repeat = segments
+    assert repeat == (start, end)
+    assert RATE - FRAME < start <= RATE and 3 * RATE + HOP <= end < 3 * RATE + FRAME + HOP
+
+
+def test_trailing_speech_returns_input_unchanged():
+    y = crafted()["trailing-speech"]
+    assert silence.authors_segments(silence.authors_silent_frames(y), len(y)) is None
+    assert silence.remove_silence(y) is y
+
+
+def test_two_segments_drop_the_gap_and_merge_close_runs():
+    signals = crafted()
+    two = silence.authors_segments(silence.authors_silent_frames(signals["two-segments"]), len(signals["two-segments"]))
+    assert len(two) == 2 and two[0][1] < two[1][0]
+    assert len(silence.remove_silence(signals["two-segments"])) < len(signals["two-segments"])
+    close = signals["close-segments-merge"]
+    merged = silence.authors_segments(silence.authors_silent_frames(close), len(close))
+    # Two runs 2 silent frames apart overlap once widened: one slice, emitted once (not twice).
+    assert len(merged) == 1
+    assert len(silence.remove_silence(close)) == merged[0][1] - merged[0][0]
+
+
+@pytest.mark.parametrize(
+    "labels, num_samples, expected",
+    [
+        # frames 2-4 and 6-8 speak, one silent frame between: widened runs overlap and merge.
+        ("__SSS_SSS___", 6000, [(0, 5632)]),
+        # speech from frame 0 (start -hop -> 0); the last run never closes: it ends at num_samples - 1.
+        ("SS______SS", 5000, [(0, 2048), (3072, 4999)]),
+        # one run whose end passes the signal: clamped to the last index, and emitted twice.
+        ("_SSS_", 2100, [(0, 2099), (0, 2099)]),
+        # five silent frames between runs: two slices; the last end passes the signal and is not clamped.
+        ("_SS_____SS_", 6000, [(0, 2560), (3072, 6144)]),
+        # no closed run, or no run at all: the input is kept.
+        ("___SSS", 3000, None),
+        ("S", 300, None),
+    ],
+)
+def test_authors_segments_on_hand_labels(labels, num_samples, expected):
+    silent = np.array([c == "_" for c in labels])
+    assert silence.authors_segments(silent, num_samples) == expected
+
+
+def test_speech_from_the_first_frame_starts_at_zero():
+    y = crafted()["speech-first"]
+    segments = silence.authors_segments(silence.authors_silent_frames(y), len(y))
+    assert segments[0][0] == 0
+
+
+def test_unclosed_last_run_ends_one_sample_short():
+    y = crafted()["trailing-after-segment"]
+    segments = silence.authors_segments(silence.authors_silent_frames(y), len(y))
+    assert len(segments) == 2 and segments[-1][1] == len(y) - 1
+
+
+def test_hop_multiple_length_drops_the_extra_zcr_frame():
+    y = crafted()["hop-multiple"]
+    assert len(silence.zero_crossing_rate(y)) == len(silence.frame_amplitude(y)) + 1
+    assert len(silence.authors_silent_frames(y)) == len(y) // HOP
+
+
+@pytest.mark.parametrize("name", ["silence-speech-silence", "two-segments", "trailing-speech", "all-silence"])
+@pytest.mark.parametrize("top_db", [20.0, 60.0])
+def test_trim_matches_librosa(name, top_db):
+    y = crafted()[name]
+    expected, _ = librosa.effects.trim(y, top_db=top_db, frame_length=FRAME, hop_length=HOP)
+    np.testing.assert_array_equal(silence.remove_silence(y, "trim", trim_top_db=top_db), expected)
+
+
+def test_none_keeps_the_signal_and_unknown_method_fails():
+    y = crafted()["two-segments"]
+    assert silence.remove_silence(y, "none") is y
+    with pytest.raises(ValueError, match="unknown silence method 'vad'"):
+        silence.remove_silence(y, "vad")
