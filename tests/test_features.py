@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import soundfile
 import torch
+import torchaudio
 
 from sdcaff import cli, features
 from sdcaff import params as params_module
@@ -144,8 +145,6 @@ def test_stage_end_to_end(stage):
     for i, name in enumerate("abc"):
         y, rate = soundfile.read(stage / "corpus" / f"{name}.wav", dtype="float32")
         if rate != 16000:
-            import torchaudio
-
             y = torchaudio.functional.resample(torch.from_numpy(y), rate, 16000).numpy()
         speech = features.remove_silence(y)
         assert payload["speech_samples"][i] == len(speech)

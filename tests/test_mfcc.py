@@ -36,7 +36,7 @@ def librosa_mfcc(y: np.ndarray, pad_mode: str = "reflect") -> np.ndarray:
     )
 
 
-def assert_close_to_librosa(ours: np.ndarray, ref: np.ndarray) -> None:
+def assert_close(ours: np.ndarray, ref: np.ndarray) -> None:
     diff = np.abs(ours - ref).max()
     assert diff < MAX_ABS and diff / np.abs(ref).max() < MAX_REL, f"max diff {diff}, scale {np.abs(ref).max()}"
 
@@ -53,13 +53,13 @@ def test_shapes():
 def test_mfcc_matches_librosa_reflect(name):
     y = clips()[name].astype(np.float32)
     ours = mfcc.mfcc(torch.from_numpy(y)[None])[0].double().numpy()
-    assert_close_to_librosa(ours, librosa_mfcc(y))
+    assert_close(ours, librosa_mfcc(y))
 
 
 def test_pad_mode_constant_matches_librosa_default():
     y = clips()["zero-padded"].astype(np.float32)
     ours = mfcc.mfcc(torch.from_numpy(y)[None], pad_mode="constant")[0].double().numpy()
-    assert_close_to_librosa(ours, librosa_mfcc(y, pad_mode="constant"))
+    assert_close(ours, librosa_mfcc(y, pad_mode="constant"))
     # The two pad modes differ at the edge frames, which is why the mode is a parameter.
     reflect = mfcc.mfcc(torch.from_numpy(y)[None])[0].double().numpy()
     assert np.abs(reflect[:, 0] - ours[:, 0]).max() > 1.0
@@ -70,7 +70,7 @@ def test_top_db_floor_is_per_utterance():
     batch = torch.from_numpy(np.stack([loud, quiet]).astype(np.float32))
     together = mfcc.mfcc(batch)
     # A batch-wide floor would lift the quiet clip to the loud clip's maximum - 80 dB.
-    assert_close_to_librosa(together[1].double().numpy(), librosa_mfcc(quiet.astype(np.float32)))
+    assert_close(together[1].double().numpy(), librosa_mfcc(quiet.astype(np.float32)))
 
 
 def test_batch_gives_the_same_numbers_as_one_by_one():
@@ -109,3 +109,12 @@ def test_delta_rejects_a_bad_width():
         mfcc.delta(torch.zeros(4, 60, 8), -1, 9)
     with pytest.raises(ValueError, match="delta width must be odd"):
         mfcc.delta(torch.zeros(4, 60, 251), -1, 4)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    batch = torch.from_numpy(np.stack(list(clips().values())).astype(np.float32))
+    on_cpu = mfcc.extract(batch)
+    on_gpu = mfcc.extract(batch.cuda())
+    for a, b in zip(on_cpu, on_gpu):
+        assert_close(b.cpu().double().numpy(), a.double().numpy())
