@@ -83,8 +83,8 @@ def record() -> dict[str, Any]:
 
     rec: dict[str, Any] = {
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
+        "torch": str(torch.__version__),
+        "cuda": str(torch.version.cuda) if torch.version.cuda else None,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device": "cpu",
         "gpu": None,
