@@ -1,0 +1,168 @@
+"""Stage evaluate: one experiment's finished units -> results/metrics/<exp>.json (percent) + predictions CSV."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sdcaff import env, metrics, params, train
+from sdcaff.data.loader import Split, read_split
+from sdcaff.errors import ManifestError, SdcaffError
+from sdcaff.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ("utt_id", "fold", "seed", "true", "predicted")  # then p_<class> per class
+DECIMALS = 4  # percent to 1e-4 points: far below any difference the study reads, and diffs stay short
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    metrics_dir: str = "results/metrics"  # <exp>.json, small, tracked in git (DVC metrics, cache: false)
+    predictions_dir: str = "results/predictions"  # <exp>.csv, every unit's test predictions (DVC-cached)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    seed: int
+    fold: int
+    result: dict  # the unit's result.json
+    predictions: pd.DataFrame  # PREDICTION_COLUMNS + p_<class>, one row per test row
+
+
+def read_unit(directory: Path, expected_hash: str, experiment: str, classes: list[str]) -> tuple[dict, pd.DataFrame]:
+    """Returns a finished unit's result record and test predictions; an unfinished or stale unit raises."""
+    done = directory / "done"
+    if not done.is_file():
+        raise SdcaffError(f"{directory}: unit not finished; run `sdcaff train --experiment {experiment}`")
+    result_path, predictions_path = directory / "result.json", directory / "predictions.csv"
+    try:
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{result_path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+    if result.get("config_hash") != expected_hash:
+        raise SdcaffError(f"{result_path}: trained under other settings than params.yaml now gives; "
+                          f"run `sdcaff train --experiment {experiment}`")
+    predictions = pd.read_csv(predictions_path, dtype={"utt_id": str, "true": str, "predicted": str},
+                              keep_default_na=False)
+    expected_columns = list(PREDICTION_COLUMNS) + [f"p_{c}" for c in classes]
+    if list(predictions.columns) != expected_columns:
+        raise ManifestError(f"{predictions_path}:1: columns {list(predictions.columns)}, expected {expected_columns}")
+    for column in ("true", "predicted"):
+        bad = ~predictions[column].isin(classes)
+        if bad.any():
+            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+            raise ManifestError(f"{predictions_path}:{line}: {column} {predictions.loc[bad, column].iloc[0]!r} "
+                                f"is not one of {classes}")
+    return result, predictions
+
+
+def summarise(config: train.Config, split: Split, units: list[Unit]) -> dict[str, Any]:
+    """Returns the experiment's metrics record (percent): pooled and per-unit WA/UA, confusion, authors' maxima."""
+    classes = split.classes
+    index = {c: i for i, c in enumerate(classes)}
+    per_fold, trues, preds = [], [], []
+    for unit in units:
+        true = unit.predictions["true"].map(index).to_numpy()
+        pred = unit.predictions["predicted"].map(index).to_numpy()
+        per_fold.append({"seed": unit.seed, "fold": unit.fold, "wa": metrics.weighted_accuracy(true, pred),
+                         "ua": metrics.unweighted_accuracy(true, pred), "n": len(true),
+                         "selected_epoch": unit.result["selected_epoch"]})
+        trues.append(true)
+        preds.append(pred)
+    true, pred = np.concatenate(trues), np.concatenate(preds)
+    seeds = list(dict.fromkeys(u.seed for u in units))
+    rule = split.sidecar["selection"]
+    record: dict[str, Any] = {
+        "experiment": config.experiment,
+        "model": config.spec.model,
+        "protocol": config.spec.protocol,
+        "train_corpus": split.sidecar["corpora"]["train"],
+        "test_corpus": split.sidecar["corpora"]["test"],
+        "labels": classes,
+        "seeds": seeds,
+        "folds": sorted({u.fold for u in units}),
+        "n": len(true),
+        # Pooled = every test prediction of every unit at once (each seed counts once per utterance);
+        # fold_mean/fold_std = over the (seed, fold) units.
+        "wa": {"pooled": metrics.weighted_accuracy(true, pred), **metrics.spread([f["wa"] for f in per_fold])},
+        "ua": {"pooled": metrics.unweighted_accuracy(true, pred), **metrics.spread([f["ua"] for f in per_fold])},
+        "per_fold": per_fold,
+        "per_seed": [
+            {"seed": s, "wa": float(np.mean([f["wa"] for f in per_fold if f["seed"] == s])),
+             "ua": float(np.mean([f["ua"] for f in per_fold if f["seed"] == s]))}
+            for s in seeds
+        ],
+        "confusion": metrics.confusion(true, pred, len(classes)).tolist(),
+        "selection": rule,
+        "selected_by": train.SELECTED_BY[rule],
+    }
+    if rule == "test_max":
+        authors_wa = [u.result["authors"]["wa"] for u in units]
+        authors_ua = [u.result["authors"]["ua"] for u in units]
+        # The paper's procedure: per unit the best test WA and the best rounded-recall UA over epochs,
+        # each on its own, then averaged over folds.
+        record["authors"] = {
+            "wa": float(np.mean(authors_wa)), "ua": float(np.mean(authors_ua)),
+            "wa_std": metrics.spread(authors_wa)["fold_std"], "ua_std": metrics.spread(authors_ua)["fold_std"],
+        }
+        record["last_epoch"] = {
+            "wa": metrics.spread([u.result["last_epoch"]["wa"] for u in units]),
+            "ua": metrics.spread([u.result["last_epoch"]["ua"] for u in units]),
+        }
+    record.update({
+        "profile": config.profile,
+        "params_hash": env.params_hash({**config.record(), "seeds": seeds, "folds": record["folds"]}),
+        "train_seconds": sum(u.result["seconds"] for u in units),
+        "options": units[0].result["options"],  # device, AMP, compile of the training run
+        "env": units[0].result["env"],
+    })
+    return _rounded(record)
+
+
+def _rounded(value: Any) -> Any:
+    """Returns `value` with every float rounded to DECIMALS, nested lists and dicts included."""
+    if isinstance(value, float):
+        return round(value, DECIMALS)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", required=True, help="a key of params.yaml `experiments`")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Returns 0 after writing the experiment's metrics JSON and its pooled predictions CSV."""
+    p = params.load("evaluate", EvaluateParams)
+    config = train.load_config(args.experiment)
+    split = read_split(train.split_path(config))
+    expected = config.hash()
+    units = []
+    for seed, fold in train.plan(config, split):
+        directory = train.unit_dir(config.experiment, seed, fold)
+        result, predictions = read_unit(directory, expected, config.experiment, split.classes)
+        units.append(Unit(seed, fold, result, predictions))
+    log.info("read %d units (%d test predictions) of %s under %s", len(units),
+             sum(len(u.predictions) for u in units), config.experiment, train.RUNS_DIR / config.experiment)
+    record = summarise(config, split, units)
+    metrics_path = Path(p.metrics_dir) / f"{config.experiment}.json"
+    predictions_path = Path(p.predictions_dir) / f"{config.experiment}.csv"
+    with atomic_path(metrics_path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    with atomic_path(predictions_path) as tmp:
+        pooled = pd.concat([u.predictions for u in units], ignore_index=True)
+        pooled.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+    log.info("wrote %s (WA pooled %.2f, UA fold mean %.2f over %d units) and %s (%d rows)", metrics_path,
+             record["wa"]["pooled"], record["ua"]["fold_mean"], len(units), predictions_path, len(pooled))
+    return 0

@@ -1,0 +1,509 @@
+"""Stage train: one experiment's (seed, fold) units -> artifacts/runs/<exp>/seed_<s>/fold_<k>/, each on its own.
+
+A unit writes log.csv (one row per epoch), checkpoint.pt (the selected weights), predictions.csv (the
+test rows under those weights), result.json, and `done` last. While it runs it keeps resume.pt, the
+state after the last finished epoch, so a killed unit resumes where it stopped with the same result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sdcaff import env, metrics, params
+from sdcaff.data.loader import Features, Split, UtteranceDataset, load_features, make_loader, read_split
+from sdcaff.errors import ParamsError, SdcaffError
+from sdcaff.files import atomic_path
+from sdcaff.losses import LossParams, MultiTaskLoss, scale_center_grads
+from sdcaff.model import ModelParams, build, load_params
+
+log = logging.getLogger(__name__)
+
+# Stage inputs and outputs, fixed by the contracts in docs/architecture.md.
+SPLITS_DIR = Path("artifacts/splits")
+FEATURES_DIR = Path("artifacts/features")
+RUNS_DIR = Path("artifacts/runs")
+
+# Model name (experiments.<exp>.model) -> its params dataclass and its builder. Keys of the profile's
+# `model` block that the dataclass also has are shared; experiments.<exp>.model_params overrides them.
+MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {"sdcaff": (ModelParams, build)}
+
+SELECTED_BY = {
+    "test_max": "the epoch of maximum test WA (authors' best_matrix); WA and UA maxima are also kept on their own",
+    "valid": "the epoch of maximum validation UA, ties broken by validation WA, then the earlier epoch",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """One profile's training settings; the defaults are the authors' (the paper profile)."""
+
+    epochs: int = 30  # authors' code: Epoch = 30
+    batch_size: int = 32  # authors' code: BatchSize = 32, shuffled
+    lr: float = 5.0e-4  # authors' code: learning_rate
+    weight_decay: float = 1.0e-6  # authors' code: Adam(weight_decay=1e-6) over model and centers
+    lr_drop_epochs: tuple[int, ...] = (10, 20)  # authors' code: lr /= 10 after the 0-based epoch 10 and 20
+    lr_drop_factor: float = 0.1  # authors' code: /10
+    seeds: tuple[int, ...] = (987654,)  # authors' code: setup_seed(987654)
+    loss: LossParams = LossParams()
+    num_workers: int = 0  # loader processes; 0 keeps loading in the training process
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSets:
+    train: str  # feature set (artifacts/features/<set>.pt) holding the train and valid rows
+    test: str  # feature set holding the test rows: the same set unless the protocol is cross-corpus
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    protocol: str  # split files artifacts/splits/<protocol>.csv + .json
+    features: FeatureSets
+    model: str = "sdcaff"  # a key of MODELS
+    model_params: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of profiles.<p>.model
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of profiles.<p>.train
+    folds: tuple[int, ...] | None = None  # null = every fold of the protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything one experiment trains with, resolved from params.yaml."""
+
+    experiment: str
+    profile: str
+    spec: Experiment
+    model_params: Any  # MODELS[spec.model][0]
+    train: TrainParams
+    env: env.EnvParams
+
+    def record(self) -> dict:
+        """Returns the settings a unit's result depends on, as plain data (seeds and folds left out)."""
+        train = params.to_dict(self.train)
+        del train["seeds"]
+        return {
+            "profile": self.profile,
+            "protocol": self.spec.protocol,
+            "features": params.to_dict(self.spec.features),
+            "model": self.spec.model,
+            "model_params": params.to_dict(self.model_params),
+            "train": train,
+            "env": params.to_dict(self.env),
+        }
+
+    def hash(self) -> str:
+        return env.params_hash(self.record())
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    device: torch.device
+    amp: bool  # bf16 autocast (CUDA only)
+    compile: bool  # torch.compile the model
+
+    def record(self) -> dict:
+        return {"device": self.device.type, "amp": self.amp, "compile": self.compile}
+
+
+def load_config(experiment: str, path: str | Path | None = None) -> Config:
+    """Returns the experiment's settings: its entry in `experiments` over the current profile's blocks."""
+    path = Path(path) if path is not None else params.params_path()
+    data, lines = params.read(path)
+    profile, _ = load_params(path=path)  # checks `profile` and the profile's model block
+    section = data["profiles"][profile]
+    if "train" not in section:
+        raise ParamsError(f"{path}:{lines[('profiles', profile)]}: profile '{profile}' lacks a 'train' block")
+    params.build(TrainParams, section["train"], path, lines, ("profiles", profile, "train"))
+    experiments = data.get("experiments")
+    if not isinstance(experiments, dict):
+        raise ParamsError(f"{path}: missing section 'experiments'")
+    if experiment not in experiments:
+        raise ParamsError(f"{path}:{lines[('experiments',)]}: unknown experiment '{experiment}'; "
+                          f"known: {', '.join(sorted(experiments))}")
+    keypath = ("experiments", experiment)
+    spec = params.build(Experiment, experiments[experiment], path, lines, keypath)
+    if spec.model not in MODELS:
+        raise ParamsError(f"{path}:{lines[keypath + ('model',)]}: unknown model '{spec.model}'; "
+                          f"known: {', '.join(sorted(MODELS))}")
+    params_cls, _ = MODELS[spec.model]
+    shared = {f.name for f in dataclasses.fields(params_cls)}
+    base_model = {k: v for k, v in section["model"].items() if k in shared}
+    # The profile's blocks are checked above, so an error in a merged block is the experiment's override.
+    model_params = params.build(params_cls, merge(base_model, spec.model_params), path, lines,
+                                keypath + ("model_params",))
+    problems = model_params.problems() if hasattr(model_params, "problems") else []
+    if problems:
+        raise ParamsError(f"{path}:{lines[keypath]}: experiment '{experiment}' model: " + "; ".join(problems))
+    train = params.build(TrainParams, merge(section["train"], spec.train), path, lines, keypath + ("train",))
+    env_params = params.build(env.EnvParams, data.get("env", {}), path, lines, ("env",))
+    return Config(experiment, profile, spec, model_params, train, env_params)
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """Returns `base` with `overrides` laid over it, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def split_path(config: Config) -> Path:
+    """Returns the experiment's split CSV (its JSON sidecar lies beside it)."""
+    return SPLITS_DIR / f"{config.spec.protocol}.csv"
+
+
+def feature_paths(config: Config) -> list[Path]:
+    """Returns the feature files the experiment reads (one, or two for cross-corpus)."""
+    sets = config.spec.features
+    return list(dict.fromkeys(FEATURES_DIR / f"{s}.pt" for s in (sets.train, sets.test)))
+
+
+def unit_dir(experiment: str, seed: int, fold: int, runs_dir: Path = RUNS_DIR) -> Path:
+    return runs_dir / experiment / f"seed_{seed}" / f"fold_{fold}"
+
+
+def plan(config: Config, split: Split) -> list[tuple[int, int]]:
+    """Returns the experiment's (seed, fold) units, seeds outer, in the order they are listed."""
+    folds = list(range(int(split.sidecar["folds"])))
+    if config.spec.folds is not None:
+        unknown = sorted(set(config.spec.folds) - set(folds))
+        if unknown:
+            raise ParamsError(f"experiments.{config.experiment}.folds: {unknown} not among the folds "
+                              f"{folds} of {split.csv_path}")
+        folds = [f for f in folds if f in config.spec.folds]
+    return [(seed, fold) for seed in config.train.seeds for fold in folds]
+
+
+def unit_hash(config: Config, options: Options) -> str:
+    """Returns the hash a finished unit's `done` marker holds: settings plus AMP/compile options."""
+    return env.params_hash({"config": config.record(), "amp": options.amp, "compile": options.compile})
+
+
+def is_done(directory: Path, expected_hash: str) -> bool:
+    """Returns whether the unit in `directory` finished under the same settings."""
+    done = directory / "done"
+    return done.is_file() and done.read_text(encoding="utf-8").strip() == expected_hash
+
+
+def autocast(options: Options):
+    """Returns the bf16 autocast context when AMP is on, a disabled one otherwise."""
+    return torch.autocast(device_type=options.device.type, dtype=torch.bfloat16, enabled=options.amp)
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, p: TrainParams) -> torch.optim.lr_scheduler.MultiStepLR:
+    """Returns the lr schedule, stepped once after each epoch."""
+    # authors' code divides after finishing 0-based epoch 10 (and 20): epochs 0-10 run at the full lr.
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=[e + 1 for e in p.lr_drop_epochs], gamma=p.lr_drop_factor)
+
+
+def train_epoch(
+    model: nn.Module, loss_fn: MultiTaskLoss, optimizer: torch.optim.Optimizer, loader, options: Options
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Returns the epoch's mean loss per utterance, and the true and predicted classes (N,) seen in training."""
+    model.train()
+    lr = optimizer.param_groups[0]["lr"]
+    total, count, trues, preds = 0.0, 0, [], []
+    for static, dynamic, emotion, gender, _ in loader:
+        static, dynamic = static.to(options.device), dynamic.to(options.device)
+        emotion, gender = emotion.to(options.device), gender.to(options.device)
+        with autocast(options):
+            out = model(static, dynamic)
+            parts = loss_fn(out, emotion, gender)
+        optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        # authors' code: the emotion centers' gradients are rescaled with the current lr before the step.
+        scale_center_grads(loss_fn, lr)
+        optimizer.step()
+        total += parts.total.item() * len(emotion)
+        count += len(emotion)
+        trues.append(emotion.cpu())
+        preds.append(out.emotion.detach().argmax(dim=1).cpu())
+    return total / count, torch.cat(trues).numpy(), torch.cat(preds).numpy()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, options: Options) -> tuple[np.ndarray, np.ndarray]:
+    """Returns true classes (N,) and class probabilities (N, n_classes) in eval mode."""
+    model.eval()
+    trues, probs = [], []
+    for static, dynamic, emotion, _, _ in loader:
+        with autocast(options):
+            logits = model(static.to(options.device), dynamic.to(options.device)).emotion
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        trues.append(emotion)
+    return torch.cat(trues).numpy(), torch.cat(probs).numpy()
+
+
+def scores(true: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Returns WA, UA and the authors' rounded UA, in percent."""
+    return {
+        "wa": metrics.weighted_accuracy(true, pred),
+        "ua": metrics.unweighted_accuracy(true, pred),
+        "ua_authors": metrics.authors_ua(true, pred, n_classes),
+    }
+
+
+@dataclasses.dataclass
+class Selection:
+    """The selection rule over epochs: keeps the best key seen so far and that epoch's weights."""
+
+    rule: str  # test_max or valid
+    epoch: int | None = None
+    key: tuple | None = None
+    state: dict | None = None
+
+    def offer(self, epoch: int, row: dict, model: nn.Module) -> None:
+        """Keeps `model`'s weights if this epoch beats the best so far (strictly: the earlier epoch wins ties)."""
+        # authors' code: `if maxWA < WA` on the test fold. Honest rule: validation UA, since WA would
+        # favour the majority class; validation WA breaks ties.
+        key = (row["test_wa"],) if self.rule == "test_max" else (row["valid_ua"], row["valid_wa"])
+        if self.key is None or key > self.key:
+            self.epoch, self.key = epoch, key
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Returns whether two role slices hold the same utterances in the same order (the authors' valid = test)."""
+    return a["utt_id"].tolist() == b["utt_id"].tolist() and a["label"].tolist() == b["label"].tolist()
+
+
+def train_unit(config: Config, split: Split, features: Features, seed: int, fold: int, options: Options,
+               runs_dir: Path = RUNS_DIR) -> dict:
+    """Returns the unit's result record after training it (or finishing it from resume.pt) and writing its files."""
+    directory = unit_dir(config.experiment, seed, fold, runs_dir)
+    expected = unit_hash(config, options)
+    env.configure(config.env)
+    env.seed_everything(seed)
+    p, classes, n_classes = config.train, split.classes, len(split.classes)
+    datasets = {role: UtteranceDataset(features, split.select(fold, role), classes, split.csv_path)
+                for role in ("train", "valid", "test")}
+    for role, dataset in datasets.items():
+        if len(dataset) == 0:
+            raise SdcaffError(f"{split.csv_path}: fold {fold} has no '{role}' rows")
+    rule = split.sidecar["selection"]
+    valid_is_test = same_rows(split.select(fold, "valid"), split.select(fold, "test"))
+
+    _, builder = MODELS[config.spec.model]
+    model = builder(config.model_params).to(options.device)
+    loss_fn = MultiTaskLoss(p.loss, n_classes).to(options.device)
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=p.lr,
+                                 weight_decay=p.weight_decay)
+    scheduler = lr_schedule(optimizer, p)
+    generator = torch.Generator().manual_seed(seed)
+    forward = torch.compile(model) if options.compile else model
+    loaders = {
+        "train": make_loader(datasets["train"], p.batch_size, True, generator, p.num_workers),
+        "valid": make_loader(datasets["valid"], p.batch_size, False, num_workers=p.num_workers),
+        "test": make_loader(datasets["test"], p.batch_size, False, num_workers=p.num_workers),
+    }
+    selection, history = Selection(rule), []
+    resume = _load_resume(directory, expected)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        loss_fn.load_state_dict(resume["loss"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        if options.device.type == "cuda":
+            torch.cuda.set_rng_state_all(resume["cuda_rng"])
+        history = resume["history"]
+        selection = Selection(rule, resume["selection_epoch"], tuple(resume["selection_key"]),
+                              resume["selection_state"])
+        log.info("%s: resuming after epoch %d of %d", directory, len(history) - 1, p.epochs)
+    elif directory.exists():
+        shutil.rmtree(directory)  # a stale or half-finished unit under other settings
+    directory.mkdir(parents=True, exist_ok=True)
+
+    for epoch in range(len(history), p.epochs):
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        loss, train_true, train_pred = train_epoch(forward, loss_fn, optimizer, loaders["train"], options)
+        scheduler.step()
+        valid_true, valid_prob = predict(forward, loaders["valid"], options)
+        valid = scores(valid_true, valid_prob.argmax(axis=1), n_classes)
+        test = {"wa": None, "ua": None, "ua_authors": None}
+        if rule == "test_max":
+            # authors' code scores the test fold after every epoch; their valid rows are the test rows.
+            test_true, test_prob = (valid_true, valid_prob) if valid_is_test else predict(forward, loaders["test"], options)
+            test = scores(test_true, test_prob.argmax(axis=1), n_classes)
+        train = scores(train_true, train_pred, n_classes)
+        row = {
+            "epoch": epoch, "loss": loss,
+            "train_wa": train["wa"], "train_ua": train["ua"],
+            "valid_wa": valid["wa"], "valid_ua": valid["ua"],
+            "test_wa": test["wa"], "test_ua": test["ua"], "test_ua_authors": test["ua_authors"],
+            "lr": lr, "seconds": time.perf_counter() - start,
+        }
+        selection.offer(epoch, row, model)
+        history.append(row)
+        _save_resume(directory, expected, model, loss_fn, optimizer, scheduler, generator, options, history,
+                     selection)
+        log.info(
+            "%s seed %d fold %d epoch %d/%d: loss %.4f, valid WA %.2f UA %.2f%s, lr %.1e, %.1f s",
+            config.experiment, seed, fold, epoch + 1, p.epochs, loss, valid["wa"], valid["ua"],
+            f", test WA {test['wa']:.2f} UA {test['ua']:.2f}" if test["wa"] is not None else "",
+            lr, row["seconds"],
+        )
+
+    model.load_state_dict(selection.state)
+    test_true, test_prob = predict(model, loaders["test"], options)
+    result = _result(config, split, seed, fold, selection, history, test_true, test_prob, options, expected)
+    _write_unit(directory, config, split, seed, fold, selection, history, test_prob, result)
+    return result
+
+
+def _load_resume(directory: Path, expected: str) -> dict | None:
+    """Returns the unit's resume state if it was saved under the same settings, else None."""
+    path = directory / "resume.pt"
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state if state.get("unit_hash") == expected else None
+
+
+def _save_resume(directory: Path, expected: str, model: nn.Module, loss_fn: nn.Module, optimizer, scheduler,
+                 generator: torch.Generator, options: Options, history: list[dict], selection: Selection) -> None:
+    """Writes resume.pt: weights, optimiser, scheduler, RNG states and history after the last epoch."""
+    # Training draws randomness only from torch: the shuffling generator and the global RNG (dropout);
+    # Python's and NumPy's generators are not used after seeding, so they need no saving.
+    state = {
+        "unit_hash": expected,
+        "model": model.state_dict(),
+        "loss": loss_fn.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if options.device.type == "cuda" else [],
+        "history": history,
+        "selection_epoch": selection.epoch,
+        "selection_key": list(selection.key),
+        "selection_state": selection.state,
+    }
+    with atomic_path(directory / "resume.pt") as tmp:
+        torch.save(state, tmp)
+
+
+def _result(config: Config, split: Split, seed: int, fold: int, selection: Selection, history: list[dict],
+            test_true: np.ndarray, test_prob: np.ndarray, options: Options, expected: str) -> dict:
+    """Returns the unit's result record (percent): selected epoch, its test scores, and the authors' maxima."""
+    n_classes = len(split.classes)
+    test_pred = test_prob.argmax(axis=1)
+    chosen = history[selection.epoch]
+    result = {
+        "experiment": config.experiment, "seed": seed, "fold": fold, "protocol": config.spec.protocol,
+        "profile": config.profile, "model": config.spec.model, "labels": split.classes,
+        "selection": split.sidecar["selection"], "selected_by": SELECTED_BY[split.sidecar["selection"]],
+        "selected_epoch": selection.epoch, "epochs": len(history),
+        "test": {**scores(test_true, test_pred, n_classes), "n": len(test_true),
+                 "confusion": metrics.confusion(test_true, test_pred, n_classes).tolist()},
+        "valid": {"wa": chosen["valid_wa"], "ua": chosen["valid_ua"]},
+    }
+    if split.sidecar["selection"] == "test_max":
+        wa_epoch = max(range(len(history)), key=lambda e: (history[e]["test_wa"], -e))
+        ua_epoch = max(range(len(history)), key=lambda e: (history[e]["test_ua_authors"], -e))
+        last = history[-1]
+        result["authors"] = {"wa": history[wa_epoch]["test_wa"], "wa_epoch": wa_epoch,
+                             "ua": history[ua_epoch]["test_ua_authors"], "ua_epoch": ua_epoch}
+        result["last_epoch"] = {"epoch": len(history) - 1, "wa": last["test_wa"], "ua": last["test_ua"],
+                                "ua_authors": last["test_ua_authors"]}
+    result.update({
+        "seconds": sum(r["seconds"] for r in history), "config_hash": config.hash(), "unit_hash": expected,
+        "options": options.record(), "env": env.record(),
+    })
+    return result
+
+
+def _write_unit(directory: Path, config: Config, split: Split, seed: int, fold: int, selection: Selection,
+                history: list[dict], test_prob: np.ndarray, result: dict) -> None:
+    """Writes log.csv, checkpoint.pt, predictions.csv, result.json, then `done`; drops resume.pt."""
+    with atomic_path(directory / "log.csv") as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False, lineterminator="\n")
+    with atomic_path(directory / "checkpoint.pt") as tmp:
+        torch.save({"model": config.spec.model, "model_params": params.to_dict(config.model_params),
+                    "labels": split.classes, "epoch": selection.epoch, "state_dict": selection.state}, tmp)
+    rows = split.select(fold, "test")
+    predictions = pd.DataFrame({
+        "utt_id": rows["utt_id"].to_numpy(), "fold": fold, "seed": seed, "true": rows["label"].to_numpy(),
+        "predicted": np.asarray(split.classes)[test_prob.argmax(axis=1)],
+    })
+    for c, name in enumerate(split.classes):
+        predictions[f"p_{name}"] = test_prob[:, c]
+    with atomic_path(directory / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+    with atomic_path(directory / "result.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (directory / "resume.pt").unlink(missing_ok=True)
+    with atomic_path(directory / "done") as tmp:
+        tmp.write_text(result["unit_hash"] + "\n", encoding="utf-8")
+
+
+def check_inputs(config: Config, split: Split, features: Features) -> None:
+    """Raises if the split's classes or the features' shape do not fit the model's params."""
+    n_classes = getattr(config.model_params, "n_classes", len(split.classes))
+    if n_classes != len(split.classes):
+        raise ParamsError(f"{split.csv_path.with_suffix('.json')}: {len(split.classes)} classes "
+                          f"{split.classes}, but the model has n_classes {n_classes}")
+    expected = (getattr(config.model_params, "n_mfcc", None), getattr(config.model_params, "frames", None))
+    got = tuple(features.mfcc.shape[1:])
+    if None not in expected and got != expected:
+        raise SdcaffError(f"{', '.join(map(str, features.paths))}: features are {got[0]} x {got[1]}, "
+                          f"the model expects n_mfcc x frames = {expected[0]} x {expected[1]}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", required=True, help="a key of params.yaml `experiments`")
+    parser.add_argument("--seed", type=int, action="append", help="only this seed (repeatable); default: all")
+    parser.add_argument("--fold", type=int, action="append", help="only this fold (repeatable); default: all")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: params env.device")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only; changes the numbers)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Returns 0 after training every unit of the experiment (or the chosen seeds/folds) not yet done."""
+    config = load_config(args.experiment)
+    device = env.device(args.device or config.env.device)
+    if args.amp and device.type != "cuda":
+        raise SdcaffError("--amp (bf16 autocast) is for CUDA devices; the CPU runs in float32")
+    options = Options(device, args.amp, args.compile)
+    split = read_split(split_path(config))
+    units = plan(config, split)
+    for flag, values, index in (("--seed", args.seed, 0), ("--fold", args.fold, 1)):
+        if values:
+            unknown = sorted(set(values) - {u[index] for u in units})
+            if unknown:
+                raise SdcaffError(f"{flag} {unknown}: not among experiment '{config.experiment}' units {units}")
+            units = [u for u in units if u[index] in values]
+    expected = unit_hash(config, options)
+    todo = [u for u in units if not is_done(unit_dir(config.experiment, *u), expected)]
+    log.info("read %s (%d rows, %d folds, selection %s); %d of %d units to train (profile %s, device %s)",
+             split.csv_path, len(split.rows), split.sidecar["folds"], split.sidecar["selection"], len(todo),
+             len(units), config.profile, device)
+    if todo:
+        features = load_features(feature_paths(config))
+        check_inputs(config, split, features)
+        for seed, fold in tqdm(todo, desc=f"train {config.experiment}", unit="unit", disable=None):
+            result = train_unit(config, split, features, seed, fold, options)
+            log.info("%s seed %d fold %d: epoch %d selected, test WA %.2f UA %.2f (%d utterances), %.0f s",
+                     config.experiment, seed, fold, result["selected_epoch"], result["test"]["wa"],
+                     result["test"]["ua"], result["test"]["n"], result["seconds"])
+    log.info("wrote %d units under %s (%d were already done)", len(todo), RUNS_DIR / config.experiment,
+             len(units) - len(todo))
+    return 0

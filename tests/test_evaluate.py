@@ -1,0 +1,109 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import fake_study
+from sdcaff import cli, train
+from sdcaff.data.loader import read_split
+from sdcaff.evaluate import Unit, summarise
+
+N, S, A, H = fake_study.CLASSES  # neutral, sad, angry, happy
+
+# Two units of unequal size, so pooled and fold-mean scores differ:
+#   fold 0: true N N S A, predicted N N S N -> WA 75, UA (1 + 1 + 0) / 3 = 66.67 (happy absent)
+#   fold 1: true H H,     predicted H N     -> WA 50, UA 50
+#   pooled: 4 of 6 right -> WA 66.67; recalls N 2/2, S 1/1, A 0/1, H 1/2 -> UA 62.5
+UNITS = {
+    0: ([N, N, S, A], [N, N, S, N], {"wa": 80.0, "ua": 70.0}, {"wa": 75.0, "ua": 60.0}),
+    1: ([H, H], [H, N], {"wa": 60.0, "ua": 50.0}, {"wa": 40.0, "ua": 45.0}),
+}
+
+
+def predictions(fold: int, seed: int, true: list[str], pred: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame({"utt_id": [f"iemocap/u{fold}{i}" for i in range(len(true))], "fold": fold, "seed": seed,
+                          "true": true, "predicted": pred})
+    for c in fake_study.CLASSES:
+        frame[f"p_{c}"] = [1.0 if p == c else 0.0 for p in pred]
+    return frame
+
+
+def result(config_hash: str, authors: dict, last: dict) -> dict:
+    return {"selected_epoch": 2, "authors": authors, "last_epoch": last, "seconds": 1.5, "config_hash": config_hash,
+            "options": {"device": "cpu", "amp": False, "compile": False}, "env": {"torch": "test"}}
+
+
+@pytest.fixture
+def study(in_tmp):
+    """params.yaml, a test_max split with two folds, and both units of seed 7 finished by hand."""
+    fake_study.write_params(in_tmp / "params.yaml")
+    ids = fake_study.utt_ids("iemocap", 16)
+    fake_study.write_split(in_tmp / "artifacts/splits", "random", fake_study.split_rows(ids, ids, 2, True), "test_max")
+    config = train.load_config("authors")
+    for fold, (true, pred, authors, last) in UNITS.items():
+        directory = train.unit_dir("authors", 7, fold)
+        directory.mkdir(parents=True)
+        predictions(fold, 7, true, pred).to_csv(directory / "predictions.csv", index=False)
+        (directory / "result.json").write_text(json.dumps(result(config.hash(), authors, last)))
+        (directory / "done").write_text("finished\n")
+    return in_tmp, config
+
+
+def test_pooled_and_fold_mean_are_computed_apart(study):
+    root, config = study
+    split = read_split(root / "artifacts/splits/random.csv")
+    units = [Unit(7, fold, result("h", a, last), predictions(fold, 7, t, p))
+             for fold, (t, p, a, last) in UNITS.items()]
+    metrics = summarise(config, split, units)
+    assert metrics["wa"] == {"pooled": pytest.approx(66.6667), "fold_mean": 62.5, "fold_std": pytest.approx(17.6777)}
+    assert metrics["ua"]["pooled"] == 62.5
+    assert metrics["ua"]["fold_mean"] == pytest.approx((200 / 3 + 50) / 2, abs=1e-4)
+    assert [(f["fold"], f["wa"], f["n"]) for f in metrics["per_fold"]] == [(0, 75.0, 4), (1, 50.0, 2)]
+    # Rows are true classes, columns predictions, in the split's class order.
+    assert metrics["confusion"] == [[2, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 1]]
+    # The paper's numbers: the per-unit maxima over epochs, averaged over folds.
+    assert metrics["authors"]["wa"] == 70.0 and metrics["authors"]["ua"] == 60.0
+    assert metrics["last_epoch"]["wa"]["fold_mean"] == 57.5 and metrics["last_epoch"]["ua"]["fold_mean"] == 52.5
+    assert metrics["per_seed"] == [{"seed": 7, "wa": 62.5, "ua": pytest.approx(58.3333)}]
+
+
+def test_evaluate_writes_the_metrics_schema_and_pooled_predictions(study):
+    root, _ = study
+    assert cli.main(["evaluate", "--experiment", "authors"]) == 0
+    metrics = json.loads((root / "results/metrics/authors.json").read_text())
+    assert list(metrics) == [
+        "experiment", "model", "protocol", "train_corpus", "test_corpus", "labels", "seeds", "folds", "n", "wa", "ua",
+        "per_fold", "per_seed", "confusion", "selection", "selected_by", "authors", "last_epoch", "profile",
+        "params_hash", "train_seconds", "options", "env",
+    ]
+    assert (metrics["experiment"], metrics["model"], metrics["protocol"]) == ("authors", "sdcaff", "random")
+    assert (metrics["train_corpus"], metrics["test_corpus"], metrics["selection"]) == ("iemocap", "iemocap", "test_max")
+    assert metrics["labels"] == fake_study.CLASSES and metrics["seeds"] == [7] and metrics["profile"] == "tiny"
+    assert set(metrics["wa"]) == set(metrics["ua"]) == {"pooled", "fold_mean", "fold_std"}
+    assert set(metrics["per_fold"][0]) >= {"seed", "fold", "wa", "ua", "n"}
+    pooled = pd.read_csv(root / "results/predictions/authors.csv")
+    assert len(pooled) == 6 and pooled["fold"].tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_an_unfinished_unit_stops_evaluation(study, capsys):
+    root, _ = study
+    (train.unit_dir("authors", 7, 1) / "done").unlink()
+    assert cli.main(["evaluate", "--experiment", "authors"]) == 1
+    err = capsys.readouterr().err
+    assert "fold_1: unit not finished; run `sdcaff train --experiment authors`" in err
+    assert not (root / "results/metrics/authors.json").exists()
+
+
+def test_units_trained_under_other_settings_are_refused(study, capsys):
+    root, _ = study
+    fake_study.write_params(root / "params.yaml", train={**fake_study.TINY_TRAIN, "lr": 1.0e-3})
+    assert cli.main(["evaluate", "--experiment", "authors"]) == 1
+    assert "trained under other settings" in capsys.readouterr().err
+
+
+def test_bad_prediction_labels_name_file_and_line(study, capsys):
+    path = train.unit_dir("authors", 7, 0) / "predictions.csv"
+    path.write_text(path.read_text().replace(",sad,", ",bored,"))
+    assert cli.main(["evaluate", "--experiment", "authors"]) == 1
+    assert f"{Path(path)}:4: true 'bored' is not one of" in capsys.readouterr().err

@@ -1,0 +1,265 @@
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import fake_study
+from sdcaff import cli, train
+from sdcaff.errors import ParamsError
+
+METRIC_COLUMNS = ["epoch", "loss", "train_wa", "train_ua", "valid_wa", "valid_ua", "test_wa", "test_ua",
+                  "test_ua_authors", "lr"]
+RESULT_KEYS = ["selected_epoch", "test", "valid", "authors", "last_epoch"]
+
+
+def unit(root: Path, experiment: str, seed: int = 7, fold: int = 0) -> Path:
+    return root / "artifacts/runs" / experiment / f"seed_{seed}" / f"fold_{fold}"
+
+
+def outcome(directory: Path) -> tuple:
+    """Returns what must repeat exactly: predictions bytes, per-epoch metrics, result minus timing and env."""
+    log = pd.read_csv(directory / "log.csv")[METRIC_COLUMNS].fillna(-1.0)  # NaN != NaN
+    result = json.loads((directory / "result.json").read_text())
+    return (directory / "predictions.csv").read_bytes(), log.to_dict("list"), {k: result.get(k) for k in RESULT_KEYS}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A fake study with its authors-like and honest experiments trained and evaluated once."""
+    root = tmp_path_factory.mktemp("study")
+    fake_study.write_study(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for verb in ("train", "evaluate"):
+            for experiment in ("authors", "honest"):
+                assert cli.main([verb, "--experiment", experiment]) == 0
+    return root
+
+
+def test_units_write_their_files_and_done_last(trained):
+    for experiment in ("authors", "honest"):
+        for fold in (0, 1):
+            directory = unit(trained, experiment, fold=fold)
+            names = sorted(p.name for p in directory.iterdir())
+            assert names == ["checkpoint.pt", "done", "log.csv", "predictions.csv", "result.json"]
+            assert (directory / "done").stat().st_mtime_ns >= (directory / "result.json").stat().st_mtime_ns
+            log = pd.read_csv(directory / "log.csv")
+            assert list(log.columns) == METRIC_COLUMNS + ["seconds"]
+            assert log["epoch"].tolist() == [0, 1, 2]
+            predictions = pd.read_csv(directory / "predictions.csv")
+            assert list(predictions.columns) == ["utt_id", "fold", "seed", "true", "predicted"] + [
+                f"p_{c}" for c in fake_study.CLASSES]
+            assert predictions[[f"p_{c}" for c in fake_study.CLASSES]].sum(axis=1).round(4).eq(1).all()
+            checkpoint = torch.load(directory / "checkpoint.pt", weights_only=True)
+            result = json.loads((directory / "result.json").read_text())
+            assert checkpoint["epoch"] == result["selected_epoch"]
+            assert result["test"]["n"] == len(predictions)
+
+
+def test_lr_drops_after_the_listed_epochs(trained):
+    # Tiny profile: lr 5e-3, divided by 10 after 0-based epochs 0 and 1.
+    log = pd.read_csv(unit(trained, "authors") / "log.csv")
+    assert log["lr"].tolist() == pytest.approx([5e-3, 5e-4, 5e-5])
+    # Paper profile, as the authors' loop: epochs 0-10 at 5e-4, 11-20 at 5e-5, 21-29 at 5e-6.
+    optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=5e-4)
+    schedule = train.lr_schedule(optimizer, train.TrainParams())
+    lrs = []
+    for _ in range(30):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs == pytest.approx([5e-4] * 11 + [5e-5] * 10 + [5e-6] * 9)
+
+
+def test_test_max_keeps_the_authors_maxima(trained):
+    for fold in (0, 1):
+        directory = unit(trained, "authors", fold=fold)
+        log = pd.read_csv(directory / "log.csv")
+        result = json.loads((directory / "result.json").read_text())
+        # The authors' valid rows are the test rows: scored once, logged in both columns.
+        assert log["valid_wa"].tolist() == log["test_wa"].tolist()
+        best = int(log["test_wa"].idxmax())  # the first epoch of maximum WA
+        assert result["selected_epoch"] == best
+        assert result["authors"]["wa"] == pytest.approx(log["test_wa"].max())
+        assert result["authors"]["ua"] == pytest.approx(log["test_ua_authors"].max())
+        assert result["last_epoch"]["wa"] == pytest.approx(log["test_wa"].iloc[-1])
+        # The predictions written are the selected checkpoint's: they reproduce that epoch's score.
+        assert result["test"]["wa"] == pytest.approx(log["test_wa"][best])
+
+
+def test_valid_selection_never_scores_the_test_rows_per_epoch(trained):
+    for fold in (0, 1):
+        directory = unit(trained, "honest", fold=fold)
+        log = pd.read_csv(directory / "log.csv")
+        result = json.loads((directory / "result.json").read_text())
+        assert log["test_wa"].isna().all() and log["test_ua"].isna().all()
+        best = max(range(len(log)), key=lambda e: (log["valid_ua"][e], log["valid_wa"][e], -e))
+        assert result["selected_epoch"] == best
+        assert "authors" not in result
+        split = pd.read_csv(trained / "artifacts/splits/honest.csv")
+        test = split[(split["fold"] == fold) & (split["role"] == "test")]
+        predictions = pd.read_csv(directory / "predictions.csv")
+        assert predictions["utt_id"].tolist() == test["utt_id"].tolist()
+        assert predictions["true"].tolist() == test["label"].tolist()
+
+
+def test_evaluate_writes_the_metrics_the_units_imply(trained):
+    metrics = json.loads((trained / "results/metrics/authors.json").read_text())
+    for key in ("experiment", "model", "protocol", "train_corpus", "test_corpus", "labels", "seeds", "wa", "ua",
+                "per_fold", "confusion", "selection", "profile", "params_hash", "env", "authors", "last_epoch"):
+        assert key in metrics
+    assert metrics["labels"] == fake_study.CLASSES and metrics["seeds"] == [7]
+    for f in metrics["per_fold"]:
+        result = json.loads((unit(trained, "authors", fold=f["fold"]) / "result.json").read_text())
+        assert f["wa"] == pytest.approx(result["test"]["wa"], abs=1e-4)
+        assert f["ua"] == pytest.approx(result["test"]["ua"], abs=1e-4)
+    pooled = pd.read_csv(trained / "results/predictions/authors.csv")
+    assert len(pooled) == metrics["n"] == sum(f["n"] for f in metrics["per_fold"])
+    honest = json.loads((trained / "results/metrics/honest.json").read_text())
+    assert honest["selection"] == "valid" and "authors" not in honest
+
+
+def test_same_seed_gives_identical_results(trained, tmp_path, monkeypatch):
+    shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
+    shutil.copytree(trained / "artifacts/splits", tmp_path / "artifacts/splits")
+    shutil.copy(trained / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--experiment", "authors", "--fold", "0"]) == 0
+    assert outcome(unit(tmp_path, "authors")) == outcome(unit(trained, "authors"))
+    assert not unit(tmp_path, "authors", fold=1).exists()
+
+
+def test_a_killed_unit_resumes_to_the_same_result(trained, tmp_path, monkeypatch):
+    shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
+    shutil.copytree(trained / "artifacts/splits", tmp_path / "artifacts/splits")
+    shutil.copy(trained / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    real_epoch = train.train_epoch
+    calls = []
+
+    def killed_in_second_epoch(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args)
+
+    monkeypatch.setattr(train, "train_epoch", killed_in_second_epoch)
+    assert cli.main(["train", "--experiment", "honest", "--fold", "1"]) == 130
+    directory = unit(tmp_path, "honest", fold=1)
+    assert (directory / "resume.pt").is_file() and not (directory / "done").exists()
+
+    calls.clear()
+    monkeypatch.setattr(train, "train_epoch", lambda *args: (calls.append(1), real_epoch(*args))[1])
+    assert cli.main(["train", "--experiment", "honest", "--fold", "1"]) == 0
+    assert len(calls) == 2  # epochs 1 and 2 only: epoch 0 came from resume.pt
+    assert not (directory / "resume.pt").exists()
+    assert outcome(directory) == outcome(unit(trained, "honest", fold=1))
+
+    calls.clear()
+    assert cli.main(["train", "--experiment", "honest", "--fold", "1"]) == 0
+    assert calls == []  # done under the same settings: nothing to train
+
+
+def test_changed_settings_retrain_a_done_unit(trained, tmp_path, monkeypatch):
+    shutil.copytree(trained / "artifacts", tmp_path / "artifacts")
+    fake_study.write_params(tmp_path / "params.yaml", train={**fake_study.TINY_TRAIN, "epochs": 1})
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["evaluate", "--experiment", "authors"]) == 1  # the units were trained for 3 epochs
+    assert cli.main(["train", "--experiment", "authors", "--fold", "0"]) == 0
+    assert len(pd.read_csv(unit(tmp_path, "authors") / "log.csv")) == 1
+
+
+def test_cross_corpus_reads_two_feature_files(trained, tmp_path, monkeypatch):
+    shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
+    shutil.copytree(trained / "artifacts/splits", tmp_path / "artifacts/splits")
+    fake_study.write_params(tmp_path / "params.yaml", train={**fake_study.TINY_TRAIN, "epochs": 1})
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--experiment", "cross"]) == 0
+    assert cli.main(["evaluate", "--experiment", "cross"]) == 0
+    metrics = json.loads((tmp_path / "results/metrics/cross.json").read_text())
+    assert (metrics["train_corpus"], metrics["test_corpus"]) == ("iemocap", "msp-improv")
+    predictions = pd.read_csv(tmp_path / "results/predictions/cross.csv")
+    assert predictions["utt_id"].str.startswith("msp-improv/").all()
+    assert metrics["wa"]["fold_std"] is None  # one unit
+
+
+def test_a_split_row_without_features_stops_training(trained, tmp_path, monkeypatch, capsys):
+    shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
+    shutil.copy(trained / "params.yaml", tmp_path / "params.yaml")
+    ids = fake_study.utt_ids("iemocap", 48) + ["iemocap/ghost"]
+    rows = fake_study.split_rows(ids[:-1], ids[:-1], 2, valid_is_test=True)
+    rows.loc[rows.index[-1], "utt_id"] = "iemocap/ghost"  # the last row: fold 1, role valid
+    csv = fake_study.write_split(tmp_path / "artifacts/splits", "random", rows, "test_max")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--experiment", "authors", "--fold", "1"]) == 1
+    line = len(csv.read_text().splitlines())
+    assert f"random.csv:{line}: utt_id 'iemocap/ghost' is not in the feature file(s)" in capsys.readouterr().err
+
+
+def test_experiments_override_only_what_differs(tmp_path):
+    path = tmp_path / "params.yaml"
+    same = {"protocol": "random", "features": {"train": "iemocap", "test": "iemocap"}}
+    experiments = {
+        "plain": same,
+        "more-seeds": {**same, "train": {"seeds": [1, 2]}, "folds": [1]},
+        "ablated": {**same, "model_params": {"dyrelu": False}, "train": {"loss": {"center_weight": 0.0}}},
+    }
+    fake_study.write_params(path, experiments=experiments)
+    plain, more, ablated = (train.load_config(e, path) for e in experiments)
+    assert ablated.model_params.dyrelu is False
+    assert ablated.model_params.lstm_hidden == fake_study.TINY_MODEL["lstm_hidden"]  # from the profile
+    assert ablated.train.loss.center_weight == 0.0 and ablated.train.loss.gender_weight == 0.3
+    assert more.train.seeds == (1, 2) and more.train.epochs == fake_study.TINY_TRAIN["epochs"]
+    assert more.spec.folds == (1,)
+    # A unit's result does not depend on which other seeds and folds run beside it.
+    assert plain.hash() == more.hash() != ablated.hash()
+
+
+@pytest.mark.parametrize(
+    "experiment, message",
+    [
+        ({"protocol": "random", "features": {"train": "iemocap", "test": "iemocap"}, "model": "resnet"},
+         r"params\.yaml:\d+: unknown model 'resnet'"),
+        ({"protocol": "random", "features": {"train": "iemocap"}}, r"params\.yaml:\d+: .*lacks the required key 'test'"),
+        ({"protocol": "random", "features": {"train": "iemocap", "test": "iemocap"}, "train": {"epoch": 3}},
+         r"params\.yaml:\d+: unknown key 'experiments\.bad\.train\.epoch'"),
+        ({"protocol": "random", "features": {"train": "iemocap", "test": "iemocap"},
+          "model_params": {"fusion": "sum"}}, r"params\.yaml:\d+: 'experiments\.bad\.model_params\.fusion' must be"),
+    ],
+)
+def test_bad_experiments_name_file_and_line(tmp_path, experiment, message):
+    path = tmp_path / "params.yaml"
+    fake_study.write_params(path, experiments={"bad": experiment})
+    with pytest.raises(ParamsError, match=message):
+        train.load_config("bad", path)
+    with pytest.raises(ParamsError, match=r"unknown experiment 'nope'; known: bad"):
+        train.load_config("nope", path)
+
+
+def test_repo_experiments_resolve_under_both_profiles(tmp_path):
+    repo = Path(__file__).resolve().parents[1] / "params.yaml"
+    data = yaml.safe_load(repo.read_text())
+    assert {"iemocap-authors", "iemocap-loso", "msp-improv-authors", "msp-improv-loso", "iemocap-to-msp-improv",
+            "msp-improv-to-iemocap"} <= set(data["experiments"])
+    for profile in ("paper", "quick"):
+        data["profile"] = profile
+        path = tmp_path / f"{profile}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        for experiment in data["experiments"]:
+            config = train.load_config(experiment, path)
+            assert config.profile == profile
+            assert config.spec.protocol in data["splits"]["protocols"]
+    assert train.load_config("iemocap-authors", tmp_path / "paper.yaml").train == train.TrainParams()
+    assert len(train.load_config("iemocap-authors", tmp_path / "quick.yaml").train.seeds) == 3
+
+
+def test_unknown_seed_or_fold_is_refused(trained, monkeypatch, capsys):
+    monkeypatch.chdir(trained)
+    assert cli.main(["train", "--experiment", "authors", "--fold", "5"]) == 1
+    assert "--fold [5]: not among experiment 'authors' units" in capsys.readouterr().err
+    assert cli.main(["train", "--experiment", "authors", "--amp", "--device", "cpu"]) == 1
+    assert "--amp" in capsys.readouterr().err
