@@ -40,7 +40,7 @@ def write_features(path: Path, ids: list[str], seed: int = 0) -> dict:
         "delta_delta": torch.randn(n, N_MFCC, FRAMES, generator=gen),
         "speech_samples": torch.full((n,), 1000, dtype=torch.int64),
         "params": {"n_mfcc": N_MFCC},
-        "env": {"torch": torch.__version__},
+        "env": {"torch": str(torch.__version__)},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(data, path)
@@ -95,7 +95,8 @@ def write_study(root: Path, n: int = 48, folds: int = 2) -> None:
 def write_params(path: Path, train: dict | None = None, experiments: dict | None = None) -> None:
     same = {"train": "iemocap", "test": "iemocap"}
     params = {
-        "env": {"threads": 2, "deterministic": True, "device": "cpu"},
+        # One thread: each tiny op pays an OpenMP barrier, which on a busy 2-core machine costs more than the op.
+        "env": {"threads": 1, "deterministic": True, "device": "cpu"},
         "profile": "tiny",
         "profiles": {"tiny": {"model": TINY_MODEL, "train": train or TINY_TRAIN}},
         "experiments": experiments or {

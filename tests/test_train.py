@@ -27,6 +27,14 @@ def outcome(directory: Path) -> tuple:
     return (directory / "predictions.csv").read_bytes(), log.to_dict("list"), {k: result.get(k) for k in RESULT_KEYS}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def restore_threads():
+    """Training pins torch's thread count from params.yaml env; give later tests the count they had."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A fake study with its authors-like and honest experiments trained and evaluated once."""

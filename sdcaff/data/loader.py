@@ -11,7 +11,6 @@ from typing import Sequence
 
 import pandas as pd
 import torch
-from torch.torch_version import TorchVersion
 from torch.utils.data import DataLoader, Dataset
 
 from sdcaff.errors import ManifestError
@@ -116,9 +115,7 @@ def load_features(paths: Sequence[str | Path]) -> Features:
 def _read_feature_file(path: Path) -> dict:
     """Returns one feature file's dict after checking its keys, dtypes and shapes."""
     try:
-        # The file's `env` record holds torch.__version__, a TorchVersion (a str subclass): allow just that.
-        with torch.serialization.safe_globals([TorchVersion]):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise ManifestError(f"{path}: feature file missing; run `sdcaff features`") from exc
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
