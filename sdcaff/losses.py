@@ -39,8 +39,11 @@ class CenterLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Returns the scalar loss for features (B, D) and integer labels (B,)."""
+        # One-hot product rather than centers[labels]: indexing's backward accumulates with atomics
+        # on CUDA, a matrix product does not.
+        own_centers = F.one_hot(labels, self.centers.shape[0]).to(features.dtype) @ self.centers
         # The usual formulation halves the distance; the authors' implementation does not.
-        distances = (features - self.centers[labels]).pow(2).sum(dim=1)
+        distances = (features - own_centers).pow(2).sum(dim=1)
         return distances.clamp(DISTANCE_MIN, DISTANCE_MAX).sum() / features.shape[0]
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sdcaff import cli
 from sdcaff.errors import ParamsError
@@ -11,6 +12,7 @@ from sdcaff.losses import LossParams, MultiTaskLoss, scale_center_grads
 from sdcaff.model import ModelParams, build, load_params
 from sdcaff.model.dyrelu import DyReLUB
 from sdcaff.model.fusion import KINDS, Concat, CrossAFF
+from sdcaff.model.pooling import adaptive_average
 from sdcaff.model.sdcaff import component_parameters, count_parameters, static_shape
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -129,7 +131,7 @@ def test_dyrelu_gradients_match_finite_differences():
 
 def context(x: torch.Tensor, seq: torch.nn.Sequential, pool: bool) -> torch.Tensor:
     """Direct recomputation of an AFF context: [pool] -> 1x1 conv -> BN -> ReLU -> 1x1 conv -> BN (eval)."""
-    layers = [m for m in seq if not isinstance(m, (torch.nn.AdaptiveAvgPool2d, torch.nn.ReLU))]
+    layers = [m for m in seq if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
     conv1, bn1, conv2, bn2 = layers
     if pool:
         x = x.mean(dim=(2, 3), keepdim=True)
@@ -180,6 +182,12 @@ def test_cross_aff_mixes_branches_where_concat_does_not():
         assert not torch.allclose(cross(static, dynamic)[:, :6], cross(static, other)[:, :6])
         concat = Concat(6, 4)
         torch.testing.assert_close(concat(static, dynamic)[:, :6], concat(static, other)[:, :6])
+
+
+@pytest.mark.parametrize("length, size", [(1024, 64), (32, 16), (251, 31), (251, 7), (5, 7)])
+def test_adaptive_average_matches_torchs_adaptive_pool(length, size):
+    x = torch.randn(2, 3, length)
+    torch.testing.assert_close(adaptive_average(x, size), F.adaptive_avg_pool1d(x, size))
 
 
 # --- every switch builds, runs and trains ----------------------------------------------------------
@@ -338,10 +346,30 @@ def test_model_info_prints_both_profiles(monkeypatch, capsys, quick):
 
 
 def test_model_info_defaults_to_the_params_profile_and_reports_errors(tmp_path, monkeypatch, capsys):
-    path = write_params(tmp_path, "profile: one\nprofiles:\n  one:\n    model:\n      branches: cnn\n      fusion: concat\n")
+    text = "profile: one\nprofiles:\n  one:\n    model:\n      branches: cnn\n      fusion: concat\n"
+    path = write_params(tmp_path, text)
     monkeypatch.setenv("SDCAFF_PARAMS", str(path))
     assert cli.main(["model-info"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["profile"] == "one" and info["dynamic_out"] is None and info["fused"] == 128
     assert cli.main(["model-info", "--profile", "two"]) == 1
     assert "unknown profile 'two'" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_training_steps_on_cuda_are_deterministic(quick):
+    """Two seeded steps on CUDA under use_deterministic_algorithms give identical weights."""
+
+    def one_step() -> torch.Tensor:
+        torch.manual_seed(0)
+        model = build(dataclasses.replace(quick, fusion="iaff")).cuda()
+        loss_fn = MultiTaskLoss(LossParams(), quick.n_classes).cuda()
+        optimiser = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], lr=1e-3)
+        static, dynamic = (t.cuda() for t in inputs(quick, batch=4))
+        emotion, gender = torch.tensor([0, 1, 2, 3]).cuda(), torch.tensor([0, 1, 0, 1]).cuda()
+        loss_fn(model(static, dynamic), emotion, gender).total.backward()
+        scale_center_grads(loss_fn, 1e-3)
+        optimiser.step()
+        return torch.cat([t.detach().flatten() for t in model.parameters()]).cpu()
+
+    torch.testing.assert_close(one_step(), one_step(), rtol=0, atol=0)

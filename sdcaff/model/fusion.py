@@ -7,8 +7,9 @@ None in a single-branch model, and returns the fused vector (B, out_features).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from sdcaff.model.pooling import GlobalAverage, adaptive_average
 
 KINDS = ("cross_aff", "aff", "iaff", "concat", "add", "ss_cross", "dd_cross")
 
@@ -28,7 +29,7 @@ def global_context(channels: int, inner: int, out_channels: int) -> nn.Sequentia
     """Returns AFF's pooled context: (B, C, H, W) -> (B, out_channels, 1, 1) [aff]."""
     # out_channels differs from channels only in Cross AFF, where the context gates the other branch.
     return nn.Sequential(
-        nn.AdaptiveAvgPool2d(1),
+        GlobalAverage(),
         nn.Conv2d(channels, inner, kernel_size=1),
         nn.BatchNorm2d(inner),
         nn.ReLU(),
@@ -103,7 +104,7 @@ class DynamicToStaticGrid(nn.Module):
     def forward(self, dynamic: torch.Tensor, width: int) -> torch.Tensor:
         """Returns (B, Cd, 1, T) -> (B, Cs, 1, width), broadcastable over the static map's rows."""
         # The dynamic map has no frequency axis; only its time axis is pooled to the static width.
-        return self.project(F.adaptive_avg_pool2d(dynamic, (1, width)))
+        return self.project(adaptive_average(dynamic, width))
 
 
 class Add(nn.Module):

@@ -16,6 +16,7 @@ from torch import nn
 from sdcaff.errors import ParamsError
 from sdcaff.model.dyrelu import DyReLUB
 from sdcaff.model.fusion import build_fusion
+from sdcaff.model.pooling import adaptive_average
 
 KERNEL = 3  # spec: five 3x3 convolutions
 POOL = 2  # spec: 2x2 max pools
@@ -142,7 +143,7 @@ class DynamicBranch(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Returns the dynamic map: (B, T, F) -> (B, pooled, 1, T), channels x 1 x time."""
         out, _ = self.lstm(x)
-        out = F.adaptive_avg_pool1d(self.dropout(out), self.pooled)
+        out = adaptive_average(self.dropout(out), self.pooled)
         return out.transpose(1, 2).unsqueeze(2)
 
 
