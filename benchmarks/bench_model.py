@@ -23,6 +23,7 @@ CROSS_AFF_VARIANTS = [*SUITE_VARIANTS, REFERENCE]
 
 
 def variant_ids(variant: Variant) -> str:
+    """Returns the pytest id of a variant (eager-fp32, compile-bf16, reference)."""
     return variant.id
 
 

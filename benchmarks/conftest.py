@@ -53,10 +53,12 @@ class Settings:
 
     @property
     def clip_samples(self) -> int:
+        """Returns the clip length in samples (96,000 for 6 s at 16 kHz)."""
         return int(self.params.clip_seconds * bench.SAMPLE_RATE)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Adds --bench-quick and --bench-shapes."""
     group = parser.getgroup("sdcaff bench")
     group.addoption("--bench-quick", action="store_true",
                     help="heavy cases run bench.quick_heavy_rounds rounds (the DVC stage's CPU budget)")
@@ -75,8 +77,8 @@ def load_settings(config: pytest.Config) -> Settings:
         _, model = load_params(p.profile)
         train = bench.profile_train(p.profile)
         config.stash[SETTINGS_KEY] = Settings(
-            params=p, model=model, train=train, batch=p.batch_size or train.batch_size, shapes=shapes, quick=quick, device=env.device(env_params.device),
-            heavy_rounds=p.quick_heavy_rounds if quick else p.heavy_rounds, load_average=load_average(),
+            params=p, model=model, train=train, batch=p.batch_size or train.batch_size, shapes=shapes, quick=quick,
+            device=env.device(env_params.device), heavy_rounds=p.quick_heavy_rounds if quick else p.heavy_rounds, load_average=load_average(),
         )
     return config.stash[SETTINGS_KEY]
 
@@ -100,6 +102,7 @@ class Outcomes:
         self.errors: list[dict] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Keeps a skipped case's reason, or a failed case's first error line."""
         name = report.nodeid.split("::")[-1]
         if report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
@@ -112,11 +115,13 @@ class Outcomes:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Registers the skip and failure recorder."""
     config.stash[OUTCOMES_KEY] = Outcomes()
     config.pluginmanager.register(config.stash[OUTCOMES_KEY], "sdcaff-bench-outcomes")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Gives every benchmark the device's clock and a warm-up; skips gpu-marked cases off CUDA, with the reason."""
     settings = load_settings(config)
     clock = cuda_clock if settings.device.type == "cuda" else time.perf_counter
     no_gpu = pytest.mark.skip(reason=f"marked gpu; this run is on {settings.device.type}")
@@ -131,6 +136,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Adds machine_info["sdcaff"]: versions, GPU and driver, CPU model, commit, shapes, rounds, timer, load."""
     settings = load_settings(config)
     record = env.record()
     record["device"] = settings.device.type
@@ -150,6 +156,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
+    """Adds output_json["sdcaff"]: skipped cases with reasons, failed cases with errors, the bench settings."""
     outcomes = config.stash[OUTCOMES_KEY]
     output_json["sdcaff"] = {
         "skipped": outcomes.skipped,
@@ -159,6 +166,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrizes scaling_batch and scaling_seconds from the settings."""
     # Scaling points depend on --bench-shapes, known only once options are parsed.
     p = load_settings(metafunc.config).params
     if "scaling_batch" in metafunc.fixturenames:
@@ -200,6 +208,7 @@ class PeakMemory:
 
 
 def _reset_high_water_mark() -> bool:
+    """Returns whether the process's resident high-water mark (VmHWM) could be reset (Linux only)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -208,6 +217,7 @@ def _reset_high_water_mark() -> bool:
 
 
 def _status_kib(field: str) -> int | None:
+    """Returns a /proc/self/status field in KiB (VmRSS, VmHWM), or None off Linux."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -342,20 +352,24 @@ class Harness:
 
 @pytest.fixture(scope="session")
 def settings(request: pytest.FixtureRequest) -> Settings:
+    """Returns the session's settings."""
     return load_settings(request.config)
 
 
 @pytest.fixture(scope="session")
 def harness(settings: Settings) -> Harness:
+    """Returns the session's harness."""
     return Harness(settings)
 
 
 @pytest.fixture(autouse=True)
 def seeded() -> None:
+    """Seeds every case the same way, so each draws the same weights and inputs whatever ran before."""
     env.seed_everything(bench.SEED)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    """Returns the header line: device, shapes, profile, rounds, threads."""
     s = load_settings(config)
     return (f"sdcaff bench: device {s.device}, shapes {s.shapes}, profile {s.params.profile}, "
             f"heavy rounds {s.heavy_rounds}, threads {torch.get_num_threads()}, python {sys.version.split()[0]}")

@@ -189,6 +189,7 @@ def entries(data: dict) -> list[dict]:
 
 
 def _shape(row: dict) -> tuple:
+    """Returns what makes two rows the same case but for the variant: kernel, batch, seconds, utterances."""
     return tuple(row.get(k) for k in ("kernel", "batch", "seconds", "utterances"))
 
 
@@ -223,10 +224,12 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 
 def _variant_text(row: dict) -> str:
+    """Returns 'eager fp32', 'compile bf16', ... for the suite, the peer's name otherwise."""
     return row["impl"] if row["impl"] != "suite" else f"{row['mode']} {row['precision']}"
 
 
 def _shape_text(row: dict) -> str:
+    """Returns the row's shape as text, e.g. 'batch 32' or '16 utt, 6 s'."""
     parts = []
     if row.get("batch") is not None:
         parts.append(f"batch {row['batch']}")
@@ -317,10 +320,12 @@ def tables(results: dict[str, dict], p: BenchParams, epochs: int) -> tuple[str, 
 
 
 def _fmt(value) -> str:
+    """Returns 4 significant digits, or '' for a missing value."""
     return "" if value is None else f"{value:.4g}"
 
 
 def _machine_text(m: dict) -> str:
+    """Returns one sentence describing the machine and run settings of a results file."""
     device = f"GPU {m.get('gpu')} (driver {m.get('gpu_driver')})" if m.get("device") == "cuda" else \
         f"CPU {m.get('cpu_model')}"
     load = m.get("load_average") or {}
