@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
+import logging.handlers
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -59,6 +63,7 @@ class TrainParams:
     seeds: tuple[int, ...] = (987654,)  # authors' code: setup_seed(987654)
     loss: LossParams = LossParams()
     num_workers: int = 0  # loader processes; 0 keeps loading in the training process
+    jobs: int = 1  # units trained at once, each in its own process with env.threads // jobs threads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +96,7 @@ class Config:
     def record(self) -> dict:
         """Returns the settings a unit's result depends on, as plain data (seeds and folds left out)."""
         train = params.to_dict(self.train)
-        del train["seeds"]
+        del train["seeds"], train["jobs"]  # which units run, and how many at once, change no unit's result
         return {
             "profile": self.profile,
             "protocol": self.spec.protocol,
@@ -146,7 +151,11 @@ def load_config(experiment: str, path: str | Path | None = None) -> Config:
     if problems:
         raise ParamsError(f"{path}:{lines[keypath]}: experiment '{experiment}' model: " + "; ".join(problems))
     train = params.build(TrainParams, merge(section["train"], spec.train), path, lines, keypath + ("train",))
+    if train.jobs < 1:
+        raise ParamsError(f"{path}:{lines[('profiles', profile, 'train')]}: train.jobs must be at least 1")
     env_params = params.build(env.EnvParams, data.get("env", {}), path, lines, ("env",))
+    # A unit's numbers depend on its thread count, so its share of the pinned threads is one of its settings.
+    env_params = dataclasses.replace(env_params, threads=max(1, env_params.threads // train.jobs))
     return Config(experiment, profile, spec, model_params, train, env_params)
 
 
@@ -467,6 +476,55 @@ def check_inputs(config: Config, split: Split, features: Features) -> None:
                           f"the model expects n_mfcc x frames = {expected[0]} x {expected[1]}")
 
 
+def train_units(config: Config, split: Split, todo: list[tuple[int, int]], options: Options) -> Iterator[dict]:
+    """Yields each unit's result as it finishes: here, or in train.jobs worker processes at once."""
+    jobs = min(config.train.jobs, len(todo))
+    if jobs == 1:
+        features = load_features(feature_paths(config))
+        check_inputs(config, split, features)
+        for seed, fold in todo:
+            yield train_unit(config, split, features, seed, fold, options)
+        return
+    # spawn, not fork: a forked child inherits the parent's OpenMP thread pool in an unusable state.
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    root = logging.getLogger()
+    listener = logging.handlers.QueueListener(queue, *root.handlers, respect_handler_level=True)
+    listener.start()
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                 initargs=(queue, root.level)) as pool:
+            futures = [pool.submit(_worker_unit, config.experiment, seed, fold, options.device.type, options.amp,
+                                   options.compile) for seed, fold in todo]
+            for future in as_completed(futures):
+                yield future.result()
+    finally:
+        listener.stop()
+
+
+def _start_worker(queue, level: int) -> None:
+    """Sends a worker process's log records to the parent, which prints them."""
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(queue)]
+    root.setLevel(level)
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_inputs(experiment: str) -> tuple[Config, Split, Features]:
+    """Returns the experiment's settings, split and features, read once per worker process."""
+    config = load_config(experiment)
+    split = read_split(split_path(config))
+    features = load_features(feature_paths(config))
+    check_inputs(config, split, features)
+    return config, split, features
+
+
+def _worker_unit(experiment: str, seed: int, fold: int, device: str, amp: bool, compile_model: bool) -> dict:
+    """Returns one unit's result, trained in a worker process."""
+    config, split, features = _worker_inputs(experiment)
+    return train_unit(config, split, features, seed, fold, Options(torch.device(device), amp, compile_model))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True, help="a key of params.yaml `experiments`")
     parser.add_argument("--seed", type=int, action="append", help="only this seed (repeatable); default: all")
@@ -497,12 +555,10 @@ def run(args: argparse.Namespace) -> int:
              split.csv_path, len(split.rows), split.sidecar["folds"], split.sidecar["selection"], len(todo),
              len(units), config.profile, device)
     if todo:
-        features = load_features(feature_paths(config))
-        check_inputs(config, split, features)
-        for seed, fold in tqdm(todo, desc=f"train {config.experiment}", unit="unit", disable=None):
-            result = train_unit(config, split, features, seed, fold, options)
+        results = train_units(config, split, todo, options)
+        for result in tqdm(results, total=len(todo), desc=f"train {config.experiment}", unit="unit", disable=None):
             log.info("%s seed %d fold %d: epoch %d selected, test WA %.2f UA %.2f (%d utterances), %.0f s",
-                     config.experiment, seed, fold, result["selected_epoch"], result["test"]["wa"],
+                     config.experiment, result["seed"], result["fold"], result["selected_epoch"], result["test"]["wa"],
                      result["test"]["ua"], result["test"]["n"], result["seconds"])
     log.info("wrote %d units under %s (%d were already done)", len(todo), RUNS_DIR / config.experiment,
              len(units) - len(todo))

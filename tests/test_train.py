@@ -141,6 +141,19 @@ def test_same_seed_gives_identical_results(trained, tmp_path, monkeypatch):
     assert not unit(tmp_path, "authors", fold=1).exists()
 
 
+def test_units_in_worker_processes_match_units_trained_here(trained, tmp_path, monkeypatch):
+    shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
+    shutil.copytree(trained / "artifacts/splits", tmp_path / "artifacts/splits")
+    fake_study.write_params(tmp_path / "params.yaml", train={**fake_study.TINY_TRAIN, "jobs": 2})
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["env"]["threads"] = 2  # two jobs of one thread each: the fixture's units ran on one thread too
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--experiment", "honest"]) == 0
+    for fold in (0, 1):
+        assert outcome(unit(tmp_path, "honest", fold=fold)) == outcome(unit(trained, "honest", fold=fold))
+
+
 def test_a_killed_unit_resumes_to_the_same_result(trained, tmp_path, monkeypatch):
     shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
     shutil.copytree(trained / "artifacts/splits", tmp_path / "artifacts/splits")
