@@ -349,7 +349,10 @@ def train_unit(config: Config, split: Split, features: Features, seed: int, fold
         test = {"wa": None, "ua": None, "ua_authors": None}
         if rule == "test_max":
             # authors' code scores the test fold after every epoch; their valid rows are the test rows.
-            test_true, test_prob = (valid_true, valid_prob) if valid_is_test else predict(forward, loaders["test"], options)
+            if valid_is_test:
+                test_true, test_prob = valid_true, valid_prob
+            else:
+                test_true, test_prob = predict(forward, loaders["test"], options)
             test = scores(test_true, test_prob.argmax(axis=1), n_classes)
         train = scores(train_true, train_pred, n_classes)
         row = {
@@ -496,8 +499,12 @@ def train_units(config: Config, split: Split, todo: list[tuple[int, int]], optio
                                  initargs=(queue, root.level)) as pool:
             futures = [pool.submit(_worker_unit, config.experiment, seed, fold, options.device.type, options.amp,
                                    options.compile) for seed, fold in todo]
-            for future in as_completed(futures):
-                yield future.result()
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+            finally:
+                for future in futures:  # after a failure, units not yet started are not started
+                    future.cancel()
     finally:
         listener.stop()
 

@@ -245,7 +245,8 @@ def test_experiments_override_only_what_differs(tmp_path):
     [
         ({"protocol": "random", "features": {"train": "iemocap", "test": "iemocap"}, "model": "resnet"},
          r"params\.yaml:\d+: unknown model 'resnet'"),
-        ({"protocol": "random", "features": {"train": "iemocap"}}, r"params\.yaml:\d+: .*lacks the required key 'test'"),
+        ({"protocol": "random", "features": {"train": "iemocap"}},
+         r"params\.yaml:\d+: .*lacks the required key 'test'"),
         ({"protocol": "random", "features": {"train": "iemocap", "test": "iemocap"}, "train": {"epoch": 3}},
          r"params\.yaml:\d+: unknown key 'experiments\.bad\.train\.epoch'"),
         ({"protocol": "random", "features": {"train": "iemocap", "test": "iemocap"},

@@ -66,7 +66,8 @@ def read_split(csv_path: str | Path) -> Split:
         raise ManifestError(f"{csv_path}: not a readable CSV: {exc}") from exc
     missing = [c for c in SPLIT_COLUMNS if c not in rows.columns]
     if missing:
-        raise ManifestError(f"{csv_path}:1: missing column(s) {', '.join(missing)}; expected {', '.join(SPLIT_COLUMNS)}")
+        raise ManifestError(f"{csv_path}:1: missing column(s) {', '.join(missing)}; "
+                            f"expected {', '.join(SPLIT_COLUMNS)}")
     for key in ("classes", "folds", "selection", "corpora"):
         if key not in sidecar:
             raise ManifestError(f"{json_path}: missing key '{key}'")
