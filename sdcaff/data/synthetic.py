@@ -727,8 +727,8 @@ def run(args: argparse.Namespace) -> int:
     seed = params.seed if args.seed is None else args.seed
     default_scale = params.iemocap_scale if args.corpus == "iemocap" else params.msp_improv_scale
     scale = default_scale if args.scale is None else args.scale
-    log.info("read params synth: corpus %s, seed %d, scale %g, improvised share %s, %d workers",
-             args.corpus, seed, scale, params.iemocap_improvised_share, params.workers)
+    share = f", improvised share {params.iemocap_improvised_share}" if args.corpus == "iemocap" else ""
+    log.info("read params synth: corpus %s, seed %d, scale %g%s, %d workers", args.corpus, seed, scale, share, params.workers)
     counts = synthesize(args.corpus, out, seed, scale, params.iemocap_improvised_share, params.workers)
     rate = IEMOCAP_RATE if args.corpus == "iemocap" else MSP_RATE
     log.info("wrote %s: %s (%.1f hours of audio)", out,
