@@ -20,16 +20,21 @@ NUMPY = Variant("reference", "eager", "fp32")
 
 
 def info(harness, waves: list[np.ndarray]) -> dict:
-    """Returns the extra_info every feature case carries: utterances, clip seconds, audio seconds."""
+    """Returns the extra_info every feature case carries: utterances, clip seconds, audio seconds, suite batch."""
     return {"utterances": len(waves), "seconds": harness.settings.params.clip_seconds,
-            "audio_seconds": sum(len(y) for y in waves) / mfcc.SAMPLE_RATE}
+            "audio_seconds": sum(len(y) for y in waves) / mfcc.SAMPLE_RATE,
+            "feature_batch": harness.settings.feature_batch}
 
 
 def suite_extract(harness, clips: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
-    """Returns the suite's (mfcc, delta, delta-delta), each (N, 60, frames) on the CPU, computed in one batch."""
-    batch = torch.from_numpy(np.stack(clips)).to(harness.device)
+    """Returns the suite's (mfcc, delta, delta-delta), each (N, 60, frames) on the CPU, in features.batch_size batches."""
+    size = harness.settings.feature_batch
+    parts = []
     with torch.inference_mode():
-        return tuple(t.cpu() for t in mfcc.extract(batch))
+        for first in range(0, len(clips), size):
+            batch = torch.from_numpy(np.stack(clips[first : first + size])).to(harness.device)
+            parts.append([t.cpu() for t in mfcc.extract(batch)])
+    return tuple(torch.cat(columns) for columns in zip(*parts))
 
 
 @pytest.mark.benchmark(group="features-dsp")

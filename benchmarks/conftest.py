@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from sdcaff import bench, env  # noqa: E402
 from sdcaff.bench import EAGER, Variant  # noqa: E402
+from sdcaff.features import FeaturesParams  # noqa: E402
 from sdcaff import params as params_module  # noqa: E402
 from sdcaff.losses import MultiTaskLoss, scale_center_grads  # noqa: E402
 from sdcaff.model import ModelParams, build, load_params  # noqa: E402
@@ -45,6 +46,7 @@ class Settings:
     model: ModelParams  # params `profiles.<bench.profile>.model`
     train: TrainParams  # params `profiles.<bench.profile>.train`: optimiser and loss of the training step
     batch: int  # bench.batch_size, else the profile's train batch_size
+    feature_batch: int  # params features.batch_size: utterances per transform call in `sdcaff features`
     shapes: str
     quick: bool
     device: torch.device
@@ -77,7 +79,8 @@ def load_settings(config: pytest.Config) -> Settings:
         _, model = load_params(p.profile)
         train = bench.profile_train(p.profile)
         config.stash[SETTINGS_KEY] = Settings(
-            params=p, model=model, train=train, batch=p.batch_size or train.batch_size, shapes=shapes, quick=quick,
+            params=p, model=model, train=train, batch=p.batch_size or train.batch_size,
+            feature_batch=params_module.load("features", FeaturesParams).batch_size, shapes=shapes, quick=quick,
             device=env.device(env_params.device), heavy_rounds=p.quick_heavy_rounds if quick else p.heavy_rounds, load_average=load_average(),
         )
     return config.stash[SETTINGS_KEY]
