@@ -139,6 +139,7 @@ def _rounded(value: Any) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds --experiment to the verb's parser."""
     parser.add_argument("--experiment", required=True, help="a key of params.yaml `experiments`")
 
 

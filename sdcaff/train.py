@@ -108,6 +108,7 @@ class Config:
         }
 
     def hash(self) -> str:
+        """Returns a short hash of record(): equal hashes, equal unit results."""
         return env.params_hash(self.record())
 
 
@@ -118,6 +119,7 @@ class Options:
     compile: bool  # torch.compile the model
 
     def record(self) -> dict:
+        """Returns the options as plain data, for result.json."""
         return {"device": self.device.type, "amp": self.amp, "compile": self.compile}
 
 
@@ -182,6 +184,7 @@ def feature_paths(config: Config) -> list[Path]:
 
 
 def unit_dir(experiment: str, seed: int, fold: int, runs_dir: Path = RUNS_DIR) -> Path:
+    """Returns the directory one (seed, fold) unit writes, and only it."""
     return runs_dir / experiment / f"seed_{seed}" / f"fold_{fold}"
 
 
@@ -228,6 +231,10 @@ def train_epoch(
     lr = optimizer.param_groups[0]["lr"]
     total, count, trues, preds = 0.0, 0, [], []
     for static, dynamic, emotion, gender, _ in loader:
+        if len(emotion) == 1:
+            # Batch norm after global pooling cannot normalise one example; a training set one past a
+            # multiple of the batch size leaves its last, shuffled, utterance out of this epoch.
+            continue
         static, dynamic = static.to(options.device), dynamic.to(options.device)
         emotion, gender = emotion.to(options.device), gender.to(options.device)
         with autocast(options):
@@ -533,6 +540,7 @@ def _worker_unit(experiment: str, seed: int, fold: int, device: str, amp: bool, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds --experiment, --seed, --fold, --device, --amp and --compile to the verb's parser."""
     parser.add_argument("--experiment", required=True, help="a key of params.yaml `experiments`")
     parser.add_argument("--seed", type=int, action="append", help="only this seed (repeatable); default: all")
     parser.add_argument("--fold", type=int, action="append", help="only this fold (repeatable); default: all")

@@ -9,7 +9,10 @@ import yaml
 
 import fake_study
 from sdcaff import cli, train
+from sdcaff.data.loader import UtteranceDataset, load_features, make_loader
 from sdcaff.errors import ParamsError
+from sdcaff.losses import LossParams, MultiTaskLoss
+from sdcaff.model import ModelParams, build
 
 METRIC_COLUMNS = ["epoch", "loss", "train_wa", "train_ua", "valid_wa", "valid_ua", "test_wa", "test_ua",
                   "test_ua_authors", "lr"]
@@ -81,6 +84,22 @@ def test_lr_drops_after_the_listed_epochs(trained):
         optimizer.step()
         schedule.step()
     assert lrs == pytest.approx([5e-4] * 11 + [5e-5] * 10 + [5e-6] * 9)
+
+
+def test_a_last_batch_of_one_is_left_out(tmp_path):
+    # 9 rows at batch 8: batch norm after global pooling cannot train on the ninth alone.
+    ids = fake_study.utt_ids("iemocap", 9)
+    fake_study.write_features(tmp_path / "f.pt", ids)
+    rows = pd.DataFrame({"utt_id": ids, "label": [fake_study.label_of(u) for u in ids], "gender": "F", "line": 2})
+    dataset = UtteranceDataset(load_features([tmp_path / "f.pt"]), rows, fake_study.CLASSES, tmp_path / "s.csv")
+    loader = make_loader(dataset, 8, True, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = build(ModelParams(**{**fake_study.TINY_MODEL, "cnn_channels": (4, 4, 4, 4, 8)}))
+    loss_fn = MultiTaskLoss(LossParams(), len(fake_study.CLASSES))
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()))
+    options = train.Options(torch.device("cpu"), amp=False, compile=False)
+    loss, true, pred = train.train_epoch(model, loss_fn, optimizer, loader, options)
+    assert len(true) == len(pred) == 8 and loss > 0
 
 
 def test_test_max_keeps_the_authors_maxima(trained):

@@ -32,6 +32,7 @@ class Split:
 
     @property
     def classes(self) -> list[str]:
+        """Returns the class names in index order (the sidecar's `classes`)."""
         return list(self.sidecar["classes"])
 
     def select(self, fold: int, role: str) -> pd.DataFrame:
@@ -153,6 +154,7 @@ class UtteranceDataset(Dataset):
         self.gender = torch.tensor([GENDERS.index(g) for g in rows["gender"]], dtype=torch.long)
 
     def __len__(self) -> int:
+        """Returns the number of split rows (a duplicated utterance counts twice)."""
         return len(self.utt_ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
