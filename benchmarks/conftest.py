@@ -13,6 +13,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
 
 import contextlib  # noqa: E402
+import ctypes  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -201,13 +202,22 @@ class PeakMemory:
             self.mib = (torch.cuda.max_memory_allocated(self.device) - start) / 2**20
             return
         # Linux: writing 5 to clear_refs resets the high-water mark to the current resident set, so the
-        # mark read afterwards is this block's peak. The allocator may reuse pages kept from earlier
-        # cases, so the rise is a lower bound of what the block allocated.
+        # mark read afterwards is this block's peak. Freed heap pages go back to the OS first, else the
+        # block would reuse them unseen; what the allocator still holds makes the rise a lower bound.
+        _release_free_heap()
         reset = _reset_high_water_mark()
         start = _status_kib("VmRSS")
         yield
         if reset and start is not None:
             self.mib = max(0.0, (_status_kib("VmHWM") - start) / 1024)
+
+
+def _release_free_heap() -> None:
+    """Returns freed malloc pages to the OS (glibc malloc_trim); does nothing where libc has no such call."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_high_water_mark() -> bool:
