@@ -1,0 +1,99 @@
+"""The reduced but real pipeline CI runs: every stage's own code on a small synthetic IEMOCAP.
+
+`python -m tests.pipeline_run --record` re-runs it and rewrites tests/expected/pipeline.json (commit
+it with the change that moved the numbers); tests/test_pipeline.py runs it and checks against that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from sdcaff import cli
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED = REPO / "tests" / "expected" / "pipeline.json"
+EXPERIMENTS = ("iemocap-authors", "iemocap-loso")  # both protocols, the paper's headline corpus
+FOLDS = (0, 1)
+
+
+def reduced_params() -> dict:
+    """Returns the repository's params.yaml cut down: small corpus, 2 folds, 6 epochs, one seed."""
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["synth"]["iemocap_scale"] = 0.06  # ~600 wavs, ~190 in the authors' 4-class subset
+    p["splits"]["protocols"] = {k: v for k, v in p["splits"]["protocols"].items() if k in EXPERIMENTS}
+    p["feature_sets"] = {"iemocap": p["feature_sets"]["iemocap"]}
+    # Two folds of each protocol: every code path of the full study, a fifth of its training time.
+    p["experiments"] = {k: {**v, "folds": list(FOLDS)} for k, v in p["experiments"].items() if k in EXPERIMENTS}
+    p["profile"] = "quick"
+    train = p["profiles"]["quick"]["train"]
+    train.update(epochs=6, lr_drop_epochs=[5], seeds=[987654], jobs=1)
+    return p
+
+
+def run(workdir: Path) -> Path:
+    """Runs synth -> ... -> evaluate in `workdir` on a read-only corpus; returns the metrics dir."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(reduced_params(), sort_keys=False))
+    os.chdir(workdir)
+    corpus = workdir / "corpus with spaces é" / "IEMOCAP_full_release"
+    steps = [["synth", "--corpus", "iemocap", "--out", str(corpus)]]
+    for argv in steps:
+        _call(argv)
+    _read_only(corpus)
+    os.environ["SDCAFF_IEMOCAP"] = str(corpus)  # the licensed-copy path: env var, read-only tree
+    try:
+        for argv in (
+            ["fingerprint", "--corpus", "iemocap"],
+            ["manifest", "--corpus", "iemocap"],
+            ["splits"],
+            ["features", "--set", "iemocap", "--device", "cpu"],
+            *[[verb, "--experiment", exp] for exp in EXPERIMENTS for verb in ("train", "evaluate")],
+        ):
+            _call(argv)
+    finally:
+        del os.environ["SDCAFF_IEMOCAP"]
+    return workdir / "results" / "metrics"
+
+
+def _call(argv: list[str]) -> None:
+    code = cli.main(argv)
+    if code != 0:
+        raise RuntimeError(f"sdcaff {' '.join(argv)} exited {code}")
+
+
+def _read_only(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    root.chmod(root.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def make_writable(root: Path) -> None:
+    """Undoes _read_only so a temporary tree can be deleted."""
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--record", action="store_true", help=f"rewrite {EXPECTED.relative_to(REPO)}")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="sdcaff-pipeline-"))
+    try:
+        metrics_dir = run(tmp)
+        verb = ["--record", "--tolerance", "1.0"] if args.record else []
+        return cli.main(["check", "--expected", str(EXPECTED), "--metrics-dir", str(metrics_dir), *verb])
+    finally:
+        os.chdir(REPO)
+        make_writable(tmp)
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
