@@ -20,6 +20,7 @@ from tqdm import tqdm
 from sdcaff import env
 from sdcaff import params as params_module
 from sdcaff.data import audio
+from sdcaff.data.manifest import read as read_manifest_csv
 from sdcaff.errors import ManifestError, ParamsError
 from sdcaff.files import atomic_path
 from sdcaff.mfcc import (
@@ -134,16 +135,7 @@ def _check(p: FeaturesParams) -> tuple[str, str] | None:
 
 def read_manifest(path: Path, corpus: str, labels: list[str] | None) -> pd.DataFrame:
     """Returns the manifest rows whose label is in `labels` (all if None), sorted by utt_id, with a `line` column."""
-    if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found; run `sdcaff manifest --corpus {corpus}` first")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: not a readable manifest CSV: {exc}") from exc
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ManifestError(f"{path}:1: missing column(s) {', '.join(missing)}; this stage reads "
-                            f"{', '.join(MANIFEST_COLUMNS)}")
+    frame = read_manifest_csv(path, corpus, MANIFEST_COLUMNS)
     frame = frame[list(MANIFEST_COLUMNS)].assign(line=np.arange(len(frame)) + 2)  # line 1 is the header
     for mask, what in (
         (frame["utt_id"] == "", "empty utt_id"),

@@ -12,7 +12,7 @@ import pandas as pd
 from sdcaff import params as params_module
 from sdcaff.data import corpora, iemocap, msp_improv
 from sdcaff.data.fingerprint import check_root, choose_root
-from sdcaff.errors import CorpusFormatError
+from sdcaff.errors import CorpusFormatError, ManifestError
 from sdcaff.files import atomic_path, ensure_outside
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,21 @@ class ManifestParams:
 def load_params() -> ManifestParams:
     """Returns params.yaml's `manifest` section."""
     return params_module.load("manifest", ManifestParams)
+
+
+def read(path: str | Path, corpus: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Returns the manifest CSV at `path` as strings; raises ManifestError naming the file if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found; run `sdcaff manifest --corpus {corpus}` first")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not a readable manifest CSV: {exc}") from exc
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path}:1: missing column(s) {', '.join(missing)}; the reader needs {', '.join(columns)}")
+    return frame
 
 
 def build(corpus: str, root: str | Path, allow_missing: bool = False) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sdcaff import params as params_module
+from sdcaff.data.manifest import read as read_manifest_csv
 from sdcaff.data.corpora import CORPORA
 from sdcaff.errors import ManifestError, ParamsError
 from sdcaff.files import atomic_path
@@ -130,17 +131,7 @@ def load_params(path: str | Path | None = None) -> SplitsParams:
 def read_manifest(path: str | Path, corpus: str) -> Manifest:
     """Returns the manifest at `path`, checked and sorted by utt_id (one row per utterance)."""
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found; run `sdcaff manifest --corpus {corpus}` first")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: not a readable manifest CSV: {exc}") from exc
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ManifestError(
-            f"{path}:1: missing column(s) {', '.join(missing)}; a manifest has {', '.join(MANIFEST_COLUMNS)}"
-        )
+    frame = read_manifest_csv(path, corpus, MANIFEST_COLUMNS)
     if frame.empty:
         raise ManifestError(f"{path}: no utterance rows")
 
