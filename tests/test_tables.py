@@ -1,0 +1,177 @@
+"""sdcaff.tables: every cell checked against the records it came from; the md/csv/tex files."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from sdcaff import stats, tables
+
+NAMES = {"sdcaff": "SD-CAFF", "cnn": "CNN branch only"}
+
+
+def make_record(experiment: str, variant: str, protocol: str, seeds=(1, 2), folds=(0, 1, 2), shift=0.0,
+                n_train: bool = True) -> dict:
+    """Returns a metrics record in evaluate's format whose per-unit scores differ by seed, fold and shift."""
+    if "-to-" in protocol:
+        train_corpus, test_corpus = protocol.split("-to-")
+    else:
+        train_corpus = test_corpus = protocol.rsplit("-", 1)[0]
+    per_fold = []
+    for seed in seeds:
+        for fold in folds:
+            # Deterministic but irregular scores, so means, stds and tests are all non-trivial.
+            wa = 60.0 + shift + 3.1 * math.sin(seed * 7 + fold * 3) + fold
+            ua = 55.0 + shift + 2.7 * math.cos(seed * 5 + fold * 11) + 0.5 * fold
+            unit = {"seed": seed, "fold": fold, "wa": wa, "ua": ua, "n": 40 + fold, "selected_epoch": 3}
+            if n_train:
+                unit["n_train"] = 160 + 2 * fold
+            per_fold.append(unit)
+    was = [u["wa"] for u in per_fold]
+    uas = [u["ua"] for u in per_fold]
+    record = {
+        "experiment": experiment, "model": "sdcaff", "variant": variant, "group": "comparison",
+        "protocol": protocol, "train_corpus": train_corpus, "test_corpus": test_corpus,
+        "labels": ["neutral", "sad", "angry", "happy"], "seeds": list(seeds), "folds": list(folds),
+        "n": sum(u["n"] for u in per_fold),
+        "wa": {"pooled": float(np.mean(was)) + 0.3, "fold_mean": float(np.mean(was)), "fold_std": float(np.std(was))},
+        "ua": {"pooled": float(np.mean(uas)) - 0.4, "fold_mean": float(np.mean(uas)), "fold_std": float(np.std(uas))},
+        "per_fold": per_fold,
+        "confusion": [[10, 1, 0, 1], [2, 9, 0, 0], [0, 0, 8, 3], [1, 0, 2, 9]],
+        "selection": "test_max" if protocol.endswith("-authors") else "valid",
+        "profile": "quick", "params_hash": "abc", "env": {"commit": "c0ffee"},
+    }
+    if protocol.endswith("-authors"):
+        record["authors"] = {"wa": float(np.mean(was)) + 1.5, "ua": float(np.mean(uas)) + 1.25,
+                             "wa_std": 1.0, "ua_std": 1.0}
+        record["last_epoch"] = {"wa": {"fold_mean": float(np.mean(was)) - 0.75, "fold_std": 1.0},
+                                "ua": {"fold_mean": float(np.mean(uas)) - 0.5, "fold_std": 1.0}}
+    return record
+
+
+def study() -> dict[str, dict]:
+    """Returns headline, cross-corpus and two secondary variants (one unlisted), cnn on fewer folds."""
+    recs = [
+        make_record("iemocap-authors", "sdcaff", "iemocap-authors", folds=(0, 1, 2, 3, 4), shift=8.0),
+        make_record("iemocap-loso", "sdcaff", "iemocap-loso", folds=(0, 1, 2, 3, 4)),
+        make_record("msp-improv-loso", "sdcaff", "msp-improv-loso", shift=-10.0),
+        make_record("iemocap-to-msp-improv", "sdcaff", "iemocap-to-msp-improv", folds=(0,), shift=-15.0),
+        make_record("cnn-iemocap-authors", "cnn", "iemocap-authors", folds=(0, 1), shift=6.0),
+        make_record("cnn-iemocap-loso", "cnn", "iemocap-loso", folds=(0, 1), shift=-2.0),
+        make_record("zz-new-iemocap-loso", "zz-new", "iemocap-loso", shift=1.0),
+    ]
+    return {r["experiment"]: r for r in recs}
+
+
+def row(frame: pd.DataFrame, column: str, value: str) -> pd.Series:
+    hits = frame[frame[column] == value]
+    assert len(hits) == 1, f"{column}={value!r}: {len(hits)} rows"
+    return hits.iloc[0]
+
+
+def test_paper_table_reproduced_cells_come_from_the_named_keys():
+    recs = study()
+    frame = tables.paper_table(recs)
+    head = row(frame, "result", "SD-CAFF, IEMOCAP (headline)")
+    auth = recs["iemocap-authors"]["authors"]
+    assert head["WA reproduced"] == f"{auth['wa']:.2f}"
+    assert head["UA reproduced"] == f"{auth['ua']:.2f}"
+    assert head["WA difference"] == f"{auth['wa'] - 75.78:.2f}"
+    assert head["units"] == "10"
+    cnn = row(frame, "result", "CNN branch only, confusion matrix")
+    assert cnn["experiment"] == "cnn-iemocap-authors"  # looked up by variant, not by model
+    assert cnn["WA reproduced"] == f"{recs['cnn-iemocap-authors']['wa']['pooled']:.2f}"
+    lstm = row(frame, "result", "LSTM branch only (RNN), confusion matrix")
+    assert (lstm["WA reproduced"], lstm["UA difference"], lstm["experiment"]) == ("not run", "–", "not run")
+    msp = row(frame, "result", "SD-CAFF, MSP-IMPROV (headline)")
+    assert msp["UA reproduced"] == "not run"
+
+
+def test_variants_table_cells_are_spreads_and_paired_tests_over_units():
+    recs = study()
+    frame = tables.variants_table(recs, NAMES)
+    assert list(frame["id"]) == ["sdcaff", "cnn", "zz-new"]  # listed order, then the unknown id raw
+    assert list(frame["variant"]) == ["SD-CAFF", "CNN branch only", "zz-new"]
+    cnn = row(frame, "id", "cnn")
+    units = recs["cnn-iemocap-loso"]["per_fold"]
+    ua = [u["ua"] for u in units]
+    low, high = sps.t.interval(0.95, len(ua) - 1, loc=np.mean(ua), scale=np.std(ua, ddof=1) / math.sqrt(len(ua)))
+    assert cnn["iemocap-loso: UA"] == f"{np.mean(ua):.2f} ± {np.std(ua, ddof=1):.2f} [{low:.2f}, {high:.2f}]"
+    assert cnn["iemocap-loso: N"] == "4"
+    ref = {(u["seed"], u["fold"]): u["ua"] for u in recs["iemocap-loso"]["per_fold"]}
+    mine = {(u["seed"], u["fold"]): u["ua"] for u in units}
+    assert cnn["iemocap-loso: ΔUA"] == f"{np.mean([mine[k] - ref[k] for k in mine]):.2f}"
+    expected = stats.paired(mine, ref, stats.split_ratio(units))
+    assert cnn["iemocap-loso: p corrected t"] == tables.pval(expected.p_t)
+    assert cnn["iemocap-loso: p Wilcoxon"] == tables.pval(expected.p_wilcoxon)
+    sd = row(frame, "id", "sdcaff")
+    assert sd["iemocap-loso: ΔUA"] == "–" and sd["iemocap-loso: N"] == "10"
+    new = row(frame, "id", "zz-new")
+    assert new["iemocap-authors: UA"] == "not run"
+    # msp-improv-loso holds only SD-CAFF: not a column group of the variants table.
+    assert not any(c.startswith("msp-improv") for c in frame.columns)
+
+
+def test_variants_table_without_n_train_leaves_the_corrected_t_out():
+    recs = {"a": make_record("a", "sdcaff", "iemocap-loso", n_train=False),
+            "b": make_record("b", "cnn", "iemocap-loso", shift=1.0, n_train=False)}
+    cnn = row(tables.variants_table(recs, NAMES), "id", "cnn")
+    assert cnn["iemocap-loso: p corrected t"] == "–"
+    assert cnn["iemocap-loso: p Wilcoxon"] != "–"
+
+
+def test_records_without_variant_fall_back_to_the_model_name():
+    rec = make_record("iemocap-authors", "sdcaff", "iemocap-authors")
+    del rec["variant"]
+    frame = tables.paper_table({"iemocap-authors": rec})
+    assert row(frame, "result", "SD-CAFF, IEMOCAP (headline)")["experiment"] == "iemocap-authors"
+
+
+def test_protocol_gap_separates_selection_from_leakage():
+    recs = study()
+    frame = tables.protocol_gap_table(recs, NAMES)
+    assert sorted(set(frame["variant"])) == ["CNN branch only", "SD-CAFF"]  # zz-new has no authors run
+    sd = frame[(frame["variant"] == "SD-CAFF") & (frame["metric"] == "UA")].iloc[0]
+    a, b = recs["iemocap-authors"], recs["iemocap-loso"]
+    assert sd["authors - LOSO"] == f"{a['ua']['fold_mean'] - b['ua']['fold_mean']:.2f}"
+    assert sd["authors' maxima"] == f"{a['authors']['ua']:.2f}"
+    assert sd["maxima - last epoch"] == f"{a['authors']['ua'] - a['last_epoch']['ua']['fold_mean']:.2f}"
+    assert sd["last epoch - LOSO"] == f"{a['last_epoch']['ua']['fold_mean'] - b['ua']['fold_mean']:.2f}"
+
+
+def test_cross_corpus_sits_beside_both_corpora_loso():
+    recs = study()
+    frame = tables.cross_corpus_table(recs, NAMES)
+    cross = row(frame, "experiment", "iemocap-to-msp-improv")
+    rec = recs["iemocap-to-msp-improv"]
+    assert cross["WA pooled"] == f"{rec['wa']['pooled']:.2f}"
+    assert cross["UA fold mean ± std"] == f"{rec['ua']['fold_mean']:.2f} ± {rec['ua']['fold_std']:.2f}"
+    train_loso = recs["iemocap-loso"]["ua"]["fold_mean"]
+    test_loso = recs["msp-improv-loso"]["ua"]["fold_mean"]
+    assert cross["drop vs train LOSO"] == f"{train_loso - rec['ua']['fold_mean']:.2f}"
+    assert cross["drop vs test LOSO"] == f"{test_loso - rec['ua']['fold_mean']:.2f}"
+
+
+def test_write_gives_md_csv_tex_per_table_byte_stable(tmp_path):
+    built = tables.build(study(), NAMES)
+    paths = tables.write(built, tmp_path)
+    assert sorted(p.name for p in paths) == sorted(f"{n}.{s}" for n in built for s in ("md", "csv", "tex"))
+    first = {p: p.read_bytes() for p in paths}
+    tables.write(tables.build(study(), NAMES), tmp_path)
+    assert {p: p.read_bytes() for p in paths} == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temp files left
+    back = pd.read_csv(tmp_path / "variants.csv", dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(back, built["variants"])
+    assert "± " in (tmp_path / "variants.md").read_text() and "\\toprule" in (tmp_path / "paper.tex").read_text()
+
+
+@pytest.mark.parametrize("name", ["protocol_gap", "cross_corpus"])
+def test_empty_tables_still_write(tmp_path, name):
+    built = tables.build({"a": make_record("a", "sdcaff", "iemocap-authors")}, NAMES)
+    assert built[name].empty
+    tables.write({name: built[name]}, tmp_path)
+    assert "(no experiments for this table)" in (tmp_path / f"{name}.md").read_text()
