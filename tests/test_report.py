@@ -1,0 +1,146 @@
+"""The report verb end to end on tiny metrics files: tables, REPORT.md, provenance, bad input named."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sdcaff import cli, plots, report
+from test_tables import make_record, study
+
+PARAMS = {"report": {
+    "metrics_dir": "results/metrics", "tables_dir": "results/tables", "plots_dir": "results/plots",
+    "report": "results/REPORT.md", "corpora_dir": "results/corpora", "bench_table": "results/tables/bench.md",
+    "variants": {"sdcaff": "SD-CAFF", "cnn": "CNN branch only"}, "plots": {},
+}}
+TABLE_FILES = sorted(f"{n}.{s}" for n in ("paper", "variants", "protocol_gap", "cross_corpus")
+                     for s in ("md", "csv", "tex"))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Returns a directory holding params.yaml, metrics, fingerprints and a bench table; cwd set to it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SDCAFF_PARAMS", str(tmp_path / "params.yaml"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    metrics = tmp_path / "results" / "metrics"
+    metrics.mkdir(parents=True)
+    for name, rec in study().items():
+        (metrics / f"{name}.json").write_text(json.dumps(rec))
+    corpora = tmp_path / "results" / "corpora"
+    corpora.mkdir()
+    (corpora / "iemocap.json").write_text(json.dumps({"corpus": "iemocap", "synthetic": True, "files": 12,
+                                                      "sha256": "ab" * 32}))
+    (tmp_path / "results" / "tables").mkdir()
+    (tmp_path / "results" / "tables" / "bench.md").write_text("# Timing benchmarks\n\nBENCH-SENTINEL\n")
+    return tmp_path
+
+
+@pytest.fixture
+def fake_draw(monkeypatch):
+    """Replaces plots.draw with one that writes a single PNG-named file; returns the calls it saw."""
+    calls = []
+
+    def draw(records, out_dir, p):
+        calls.append((sorted(records), Path(out_dir), p))
+        path = Path(out_dir) / "confusion_iemocap-loso.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG fake")
+        return [path]
+
+    monkeypatch.setattr(plots, "draw", draw)
+    return calls
+
+
+def test_report_verb_writes_tables_figures_and_report(workdir, fake_draw):
+    assert cli.main(["report"]) == 0
+    tables_dir = workdir / "results" / "tables"
+    assert sorted(p.name for p in tables_dir.iterdir()) == sorted(TABLE_FILES + ["bench.md"])  # no temp files
+    assert fake_draw[0][0] == sorted(study()) and fake_draw[0][1] == Path("results/plots")
+    assert fake_draw[0][2] == plots.PlotsParams()
+    text = (workdir / "results" / "REPORT.md").read_text()
+    assert "NOT comparable with the paper's" in text
+    assert "corpus `iemocap`: SYNTHETIC" in text
+    assert "seeds: 1, 2" in text and "profile(s): quick" in text
+    for name in ("paper", "variants", "protocol_gap", "cross_corpus"):
+        assert (tables_dir / f"{name}.md").read_text() in text  # each table embedded verbatim
+        assert f"(tables/{name}.csv)" in text
+    assert "![confusion_iemocap-loso](plots/confusion_iemocap-loso.png)" in text
+    assert "Confusion matrix of `iemocap-loso`" in text
+    assert "## Timing benchmarks" in text and "BENCH-SENTINEL" in text  # bench headings demoted one level
+
+
+def test_report_is_byte_identical_on_rerun(workdir, fake_draw):
+    assert cli.main(["report"]) == 0
+    out = workdir / "results"
+    first = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert cli.main(["report"]) == 0
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
+
+
+def test_real_corpora_and_missing_bench_are_said_plainly(workdir, fake_draw):
+    (workdir / "results" / "corpora" / "iemocap.json").write_text(json.dumps({"corpus": "iemocap",
+                                                                             "synthetic": False}))
+    (workdir / "results" / "tables" / "bench.md").unlink()
+    assert cli.main(["report"]) == 0
+    text = (workdir / "results" / "REPORT.md").read_text()
+    assert "licensed release" in text and "NOT comparable" not in text
+    assert "No benchmark table at `results/tables/bench.md`" in text
+
+
+def test_a_failing_figure_leaves_the_previous_report_untouched(workdir, monkeypatch):
+    old = workdir / "results" / "REPORT.md"
+    old.write_text("previous report\n")
+
+    def broken(records, out_dir, p):
+        raise plots.PlotsError("results/metrics/x.json: no confusion")
+
+    monkeypatch.setattr(plots, "draw", broken)
+    assert cli.main(["report"]) == 1
+    assert old.read_text() == "previous report\n"
+    assert not [p for p in (workdir / "results").rglob("*.tmp")]
+
+
+def test_corrupt_metrics_file_is_named(workdir, fake_draw, capsys):
+    bad = workdir / "results" / "metrics" / "iemocap-loso.json"
+    bad.write_text('{"experiment": "iemocap-loso", ')
+    assert cli.main(["report"]) == 1
+    assert "results/metrics/iemocap-loso.json:1: not valid JSON" in capsys.readouterr().err
+    assert not (workdir / "results" / "REPORT.md").exists()
+
+
+@pytest.mark.parametrize("drop, key", [("protocol", "'protocol'"), ("ua.fold_mean", "'ua.fold_mean'"),
+                                       ("per_fold.0.n", "'per_fold[0].n'")])
+def test_missing_key_names_file_and_key(tmp_path, drop, key):
+    rec = make_record("e", "sdcaff", "iemocap-loso")
+    parts = drop.split(".")
+    node = rec
+    for part in parts[:-1]:
+        node = node[int(part)] if part.isdigit() else node[part]
+    del node[parts[-1]]
+    (tmp_path / "e.json").write_text(json.dumps(rec))
+    with pytest.raises(report.ReportInputError, match=rf"e\.json: missing key {re.escape(key)}"):
+        report.load_records(tmp_path)
+
+
+def test_no_metrics_and_duplicate_experiments_are_errors(tmp_path):
+    with pytest.raises(report.ReportInputError, match="no metrics files"):
+        report.load_records(tmp_path)
+    rec = make_record("e", "sdcaff", "iemocap-loso")
+    (tmp_path / "a.json").write_text(json.dumps(rec))
+    (tmp_path / "b.json").write_text(json.dumps(rec))
+    with pytest.raises(report.ReportInputError, match=r"b\.json: experiment 'e' is also in .*a\.json"):
+        report.load_records(tmp_path)
+
+
+def test_corrupt_fingerprint_is_named(tmp_path):
+    (tmp_path / "iemocap.json").write_text("[1, 2]")
+    with pytest.raises(report.ReportInputError, match=r"iemocap\.json: expected a JSON object"):
+        report.load_corpora(tmp_path)
+    (tmp_path / "iemocap.json").write_text("{}")
+    with pytest.raises(report.ReportInputError, match=r"iemocap\.json: missing key 'synthetic'"):
+        report.load_corpora(tmp_path)
