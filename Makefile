@@ -26,6 +26,11 @@ repro: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Issue #7's bad-input, interruption and determinism cases, with a per-category table of totals.
+.PHONY: reliability
+reliability: setup
+	$(BIN)/python -m pytest -m reliability -q
+
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 

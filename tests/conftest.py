@@ -29,3 +29,39 @@ def in_tmp(tmp_path, monkeypatch):
     """Runs the test with tmp_path as the working directory (for stage commands)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# nodeid -> category of every collected test marked `reliability`, for the totals `make reliability` prints.
+RELIABILITY: dict[str, str] = {}
+
+
+def pytest_itemcollected(item):
+    mark = item.get_closest_marker("reliability")
+    if mark is not None:
+        category = mark.args[0] if mark.args else "other"
+        # A parametrized case may belong elsewhere than its test: by_param maps a parameter id to a category.
+        param_id = getattr(getattr(item, "callspec", None), "id", None)
+        RELIABILITY[item.nodeid] = mark.kwargs.get("by_param", {}).get(param_id, category)
+
+
+def pytest_terminal_summary(terminalreporter):
+    outcomes: dict[str, str] = {}
+    for key in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(key, []):
+            nodeid = getattr(report, "nodeid", None)
+            if nodeid in RELIABILITY and outcomes.get(nodeid) not in ("failed", "error"):
+                outcomes[nodeid] = key
+    if not outcomes:
+        return
+    table: dict[str, dict[str, int]] = {}
+    for nodeid, outcome in outcomes.items():
+        row = table.setdefault(RELIABILITY[nodeid], {"tried": 0, "failed": 0, "skipped": 0})
+        row["tried"] += 1
+        row["failed"] += outcome in ("failed", "error")
+        row["skipped"] += outcome == "skipped"
+    terminalreporter.section("reliability cases")
+    terminalreporter.write_line(f"{'category':<14} {'tried':>5} {'failed':>6} {'skipped':>7}")
+    for category, row in sorted(table.items()):
+        terminalreporter.write_line(f"{category:<14} {row['tried']:>5} {row['failed']:>6} {row['skipped']:>7}")
+    total = {k: sum(row[k] for row in table.values()) for k in ("tried", "failed", "skipped")}
+    terminalreporter.write_line(f"{'total':<14} {total['tried']:>5} {total['failed']:>6} {total['skipped']:>7}")

@@ -86,6 +86,7 @@ def test_evaluate_writes_the_metrics_schema_and_pooled_predictions(study):
     assert len(pooled) == 6 and pooled["fold"].tolist() == [0, 0, 0, 0, 1, 1]
 
 
+@pytest.mark.reliability("interruption")
 def test_an_unfinished_unit_stops_evaluation(study, capsys):
     root, _ = study
     (train.unit_dir("authors", 7, 1) / "done").unlink()
@@ -95,6 +96,7 @@ def test_an_unfinished_unit_stops_evaluation(study, capsys):
     assert not (root / "results/metrics/authors.json").exists()
 
 
+@pytest.mark.reliability("interruption")
 def test_units_trained_under_other_settings_are_refused(study, capsys):
     root, _ = study
     fake_study.write_params(root / "params.yaml", train={**fake_study.TINY_TRAIN, "lr": 1.0e-3})

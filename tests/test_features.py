@@ -171,6 +171,7 @@ def test_set_override_reaches_the_file(stage):
     assert torch.equal(payload["delta"][:1], features.delta(static, -1))
 
 
+@pytest.mark.reliability("determinism")
 def test_same_bytes_twice(stage):
     assert cli.main(["features", "--set", "tiny"]) == 0
     first = (stage / "artifacts/features/tiny.pt").read_bytes()
@@ -205,6 +206,7 @@ def corrupt(stage: Path, how: str) -> str:
 
 
 @pytest.mark.parametrize("how", ["missing wav", "truncated wav", "stereo", "stale manifest", "missing manifest"])
+@pytest.mark.reliability("audio", by_param={"stale manifest": "manifest", "missing manifest": "manifest"})
 def test_bad_input_names_the_file_and_writes_nothing(stage, capsys, how):
     fragment = corrupt(stage, how)
     assert cli.main(["features", "--set", "tiny"]) == 1

@@ -92,6 +92,7 @@ def test_root_from_the_environment_is_not_synthetic(stage, monkeypatch):
     assert (record["root"], record["synthetic"]) == (str(root), False)
 
 
+@pytest.mark.reliability("paths")
 def test_names_with_spaces_and_non_ascii_characters_hash(tmp_path):
     root = tmp_path / "c"
     (root / "Ses sion é").mkdir(parents=True)
@@ -101,12 +102,14 @@ def test_names_with_spaces_and_non_ascii_characters_hash(tmp_path):
     assert json.loads(json.dumps(record)) == record
 
 
+@pytest.mark.reliability("corpus path")
 def test_missing_root_is_an_error(stage, capsys):
     assert cli.main(["fingerprint", "--corpus", "iemocap"]) == 1
     assert "artifacts/corpora/iemocap: iemocap corpus root does not exist" in capsys.readouterr().err
     assert not (stage / "results").exists()
 
 
+@pytest.mark.reliability("read-only corpus")
 def test_output_inside_the_corpus_is_refused(stage, capsys):
     root = write_iemocap(stage / "c").root
     assert cli.main(["fingerprint", "--corpus", "iemocap", "--root", str(root), "--out", str(root / "fp.json")]) == 1

@@ -47,6 +47,7 @@ def test_mode_comes_from_the_dialog_part(corpus):
     assert rows["Ses05F_impro08a_M001"]["mode"] == "improvised"
 
 
+@pytest.mark.reliability("labels")
 def test_strays_and_per_evaluator_folders_are_skipped_and_counted(corpus, caplog):
     # The builder's Categorical/ and `._` files hold bracketed non-summary lines: reading one would raise.
     assert any(p.name.startswith("._") for p in corpus.stray) and any(p.suffix == ".pk" for p in corpus.stray)
@@ -65,6 +66,7 @@ def test_found_counts_use_the_known_count_names(corpus):
     assert found["improvised neu/hap/exc/ang/sad"] == {"neu": 1, "ang": 1, "exc": 1, "hap": 1, "sad": 1}
 
 
+@pytest.mark.reliability("labels")
 def test_malformed_summary_line_names_file_and_line(corpus):
     path = corpus.label_files["Ses02M_impro03"]
     append(path, "[1.0 - 2.0] Ses02M_impro03_F002 neu [2.0, 2.0, 2.0]")  # spaces, not tabs
@@ -73,6 +75,7 @@ def test_malformed_summary_line_names_file_and_line(corpus):
         iemocap.parse(corpus.root)
 
 
+@pytest.mark.reliability("labels")
 def test_unknown_label_names_file_and_line(corpus):
     path = corpus.label_files["Ses04F_impro02"]
     append(path, "[9.0000 - 9.5000]\tSes04F_impro02_M004\tjoy\t[2.0000, 2.0000, 2.0000]")
@@ -82,6 +85,7 @@ def test_unknown_label_names_file_and_line(corpus):
 
 
 @pytest.mark.parametrize("utt", ["Ses04F_impro09_F001", "Ses04F_impro02_X001", "Ses04F_impro02_F01"])
+@pytest.mark.reliability("labels")
 def test_bad_utterance_id_names_file_and_line(corpus, utt):
     path = corpus.label_files["Ses04F_impro02"]
     append(path, f"[9.0000 - 9.5000]\t{utt}\tneu\t[2.0000, 2.0000, 2.0000]")
@@ -90,6 +94,7 @@ def test_bad_utterance_id_names_file_and_line(corpus, utt):
         iemocap.parse(corpus.root)
 
 
+@pytest.mark.reliability("labels")
 def test_utterance_in_the_wrong_session_folder(corpus):
     path = corpus.label_files["Ses04F_impro02"]
     append(path, "[9.0000 - 9.5000]\tSes03F_impro02_F001\tneu\t[2.0000, 2.0000, 2.0000]")
@@ -97,6 +102,7 @@ def test_utterance_in_the_wrong_session_folder(corpus):
         iemocap.parse(corpus.root)
 
 
+@pytest.mark.reliability("labels")
 def test_duplicated_utterance_names_both_places(corpus):
     first = corpus.label_files["Ses01F_impro01"]
     again = corpus.label_files["Ses01F_script01_1"]
@@ -106,12 +112,14 @@ def test_duplicated_utterance_names_both_places(corpus):
         iemocap.parse(corpus.root)
 
 
+@pytest.mark.reliability("manifest")
 def test_missing_wav_is_an_error_naming_wav_and_label_line(tmp_path):
     corpus = write_iemocap(tmp_path / "c", without_wav=["Ses01F_impro01_M001"])
     with pytest.raises(AudioError, match=r"Ses01F_impro01_M001\.wav: wav not found, named by .*Ses01F_impro01\.txt:13"):
         iemocap.parse(corpus.root)
 
 
+@pytest.mark.reliability("manifest")
 def test_missing_wav_allowed_is_dropped_and_listed(tmp_path, caplog):
     corpus = write_iemocap(tmp_path / "c", without_wav=["Ses01F_impro01_M001", "Ses02M_impro03_M001"])
     with caplog.at_level(logging.WARNING, logger="sdcaff.data.iemocap"):
@@ -122,6 +130,7 @@ def test_missing_wav_allowed_is_dropped_and_listed(tmp_path, caplog):
     assert "xxx" not in found["labels"]  # Ses02M_impro03_M001 was the only xxx
 
 
+@pytest.mark.reliability("manifest")
 def test_unlabelled_wav_is_counted_not_a_row(tmp_path, caplog):
     corpus = write_iemocap(tmp_path / "c", unlabelled=["Ses01F_impro01_F009"])
     with caplog.at_level(logging.INFO, logger="sdcaff.data.iemocap"):
@@ -131,6 +140,7 @@ def test_unlabelled_wav_is_counted_not_a_row(tmp_path, caplog):
     assert found["wav files per session"]["Session1"] == 5
 
 
+@pytest.mark.reliability("audio")
 def test_truncated_wav_names_the_wav(corpus):
     wav = corpus.wavs["Ses03M_script01_2b_F012"]
     wav.write_bytes(wav.read_bytes()[:100])
@@ -144,6 +154,7 @@ def test_sample_rate_and_length_come_from_each_header(corpus):
     assert (row["sample_rate"], row["num_samples"]) == (8000, 4000)
 
 
+@pytest.mark.reliability("labels")
 def test_windows_line_endings_parse(corpus):
     path = corpus.label_files["Ses01F_impro01"]
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
@@ -157,12 +168,14 @@ def test_subset_copy_with_some_sessions(tmp_path):
     assert found["wav files per session"] == {"Session1": 4}
 
 
+@pytest.mark.reliability("corpus path")
 def test_root_without_sessions_is_rejected(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusFormatError, match="no Session1..Session5 folders"):
         iemocap.parse(tmp_path / "empty")
 
 
+@pytest.mark.reliability("labels")
 def test_session_without_label_folder_is_rejected(tmp_path):
     (tmp_path / "c" / "Session2" / "sentences").mkdir(parents=True)
     with pytest.raises(CorpusFormatError, match=r"Session2/dialog/EmoEvaluation: label folder missing"):

@@ -74,6 +74,7 @@ def test_feature_files_merge_by_utt_id(tmp_path):
     assert test.utt_ids == b
 
 
+@pytest.mark.reliability("manifest")
 def test_overlapping_feature_files_are_refused(tmp_path):
     ids = utt_ids("iemocap", 4)
     write_features(tmp_path / "a.pt", ids)
@@ -82,6 +83,7 @@ def test_overlapping_feature_files_are_refused(tmp_path):
         load_features([tmp_path / "a.pt", tmp_path / "b.pt"])
 
 
+@pytest.mark.reliability("manifest")
 def test_split_row_without_features_names_the_split_line(study):
     root, ids, _, csv = study
     text = csv.read_text().replace(ids[5] + ",", "iemocap/nowhere,")
@@ -103,6 +105,7 @@ def test_split_row_without_features_names_the_split_line(study):
         ("utt_id,fold,", "utt,fold,", r"p\.csv:1: missing column\(s\) utt_id"),
     ],
 )
+@pytest.mark.reliability("manifest")
 def test_bad_split_values_name_file_and_line(study, old, new, message):
     _, _, _, csv = study
     csv.write_text(csv.read_text().replace(old, new, 1))
@@ -110,6 +113,7 @@ def test_bad_split_values_name_file_and_line(study, old, new, message):
         read_split(csv)
 
 
+@pytest.mark.reliability("manifest")
 def test_missing_sidecar_and_bad_feature_files_are_named(study):
     root, _, _, csv = study
     csv.with_suffix(".json").unlink()

@@ -60,6 +60,7 @@ def test_msp_improv_manifest_keeps_empty_labels_and_integer_columns(stage):
     assert len(splits.read_manifest(stage / "m.csv", "msp-improv").frame) == len(MSP_IMPROV_UTTERANCES)
 
 
+@pytest.mark.reliability("determinism")
 def test_same_corpus_gives_the_same_bytes(stage):
     corpus = write_iemocap(stage / "c")
     for out in ("a.csv", "b.csv"):
@@ -99,6 +100,7 @@ def test_compare_counts_is_silent_on_the_full_release_counts(caplog):
     (lambda root: None, "corpus root does not exist; set params corpora.iemocap.root or $SDCAFF_IEMOCAP"),
     (lambda root: root.write_text("not a folder"), "corpus root is a file, not a directory"),
 ])
+@pytest.mark.reliability("corpus path")
 def test_bad_root_is_a_clear_error(stage, capsys, make, message):
     make(stage / "corpus")
     assert cli.main(["manifest", "--corpus", "iemocap", "--root", "corpus", "--out", "m.csv"]) == 1
@@ -106,6 +108,7 @@ def test_bad_root_is_a_clear_error(stage, capsys, make, message):
     assert not (stage / "m.csv").exists()
 
 
+@pytest.mark.reliability("read-only corpus")
 def test_output_inside_the_corpus_is_refused(stage, capsys):
     corpus = write_iemocap(stage / "c")
     before = snapshot(corpus.root)
@@ -115,6 +118,7 @@ def test_output_inside_the_corpus_is_refused(stage, capsys):
     assert snapshot(corpus.root) == before
 
 
+@pytest.mark.reliability("manifest")
 def test_missing_wav_stops_unless_allowed(stage, capsys):
     corpus = write_iemocap(stage / "c", without_wav=["Ses04F_impro02_F003"])
     args = ["manifest", "--corpus", "iemocap", "--root", str(corpus.root), "--out", "m.csv"]
@@ -128,6 +132,7 @@ def test_missing_wav_stops_unless_allowed(stage, capsys):
     assert len(read_csv(stage / "m.csv")) == len(IEMOCAP_UTTERANCES) - 1
 
 
+@pytest.mark.reliability("labels")
 def test_bad_label_line_reaches_the_user_with_file_and_line(stage, capsys):
     corpus = write_msp_improv(stage / "c")
     with open(corpus.label_files["Evaluation.txt"], "a") as f:
@@ -136,12 +141,14 @@ def test_bad_label_line_reaches_the_user_with_file_and_line(stage, capsys):
     assert "Evaluation.txt:25: MSP-IMPROV-S01A-F01-P-FM01.wav already has a block at" in capsys.readouterr().err
 
 
+@pytest.mark.reliability("corpus path")
 def test_corpus_without_utterances_is_an_error(stage, capsys):
     (stage / "c" / "Session1" / "dialog" / "EmoEvaluation").mkdir(parents=True)
     assert cli.main(["manifest", "--corpus", "iemocap", "--root", "c", "--out", "m.csv"]) == 1
     assert "c: no iemocap utterances found" in capsys.readouterr().err
 
 
+@pytest.mark.reliability("read-only corpus")
 def test_read_only_corpus_parses_and_is_left_untouched(stage):
     corpus = write_msp_improv(stage / "ro")
     paths = [corpus.root, *corpus.root.rglob("*")]
@@ -157,6 +164,7 @@ def test_read_only_corpus_parses_and_is_left_untouched(stage):
     assert len(read_csv(stage / "m.csv")) == len(MSP_IMPROV_UTTERANCES)
 
 
+@pytest.mark.reliability("paths")
 def test_paths_with_spaces_and_non_ascii_characters(stage):
     corpus = write_iemocap(stage / "my corpora" / "IEMOCAP é 情")
     out = stage / "out dir ü" / "manifest é.csv"

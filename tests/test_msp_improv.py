@@ -55,6 +55,7 @@ def test_sample_rate_is_read_from_each_header(corpus):
     assert rows["MSP-IMPROV-S01A-F01-P-FM01"]["sample_rate"] == 44100
 
 
+@pytest.mark.reliability("labels")
 def test_unevaluated_wav_has_empty_label_and_is_counted(corpus, caplog):
     with caplog.at_level(logging.INFO, logger="sdcaff.data.msp_improv"):
         rows, found = msp_improv.parse(corpus.root)
@@ -64,6 +65,7 @@ def test_unevaluated_wav_has_empty_label_and_is_counted(corpus, caplog):
     assert found == {"utterance wavs": {"all": 7}, "consensus labels A/H/N/S": {"A": 1, "N": 1, "H": 1, "S": 1}}
 
 
+@pytest.mark.reliability("labels")
 def test_strays_are_skipped_and_counted(corpus, caplog):
     with caplog.at_level(logging.INFO, logger="sdcaff.data.msp_improv"):
         rows, _ = msp_improv.parse(corpus.root)
@@ -71,6 +73,7 @@ def test_strays_are_skipped_and_counted(corpus, caplog):
     assert f"skipped {len(corpus.stray)} stray entries" in caplog.text
 
 
+@pytest.mark.reliability("labels")
 def test_misspelt_label_file_is_accepted(tmp_path):
     corpus = write_msp_improv(tmp_path / "c", label_file="Evalution.txt")
     assert by_id(msp_improv.parse(corpus.root)[0])["MSP-IMPROV-S01A-F01-P-FM01"]["label"] == "A"
@@ -84,6 +87,7 @@ def test_both_spellings_read_evaluation_txt(corpus, caplog):
     assert "reading Evaluation.txt" in caplog.text
 
 
+@pytest.mark.reliability("labels")
 def test_no_label_file_is_an_error(corpus):
     (corpus.root / "Evaluation.txt").unlink()
     with pytest.raises(CorpusFormatError, match="neither Evaluation.txt nor Evalution.txt found"):
@@ -101,12 +105,14 @@ def test_no_label_file_is_an_error(corpus):
         ("UTD-IMPROV-S01A-F01-P-FM09.avi; N; A:2.0; A:3.0;", ".*got 'A:3.0'"),
     ],
 )
+@pytest.mark.reliability("labels")
 def test_malformed_header_names_file_and_line(corpus, line, message):
     path, lineno = add_line(corpus, line)
     with pytest.raises(CorpusFormatError, match=rf"{path}:{lineno}: {message}"):
         msp_improv.parse(corpus.root)
 
 
+@pytest.mark.reliability("labels")
 def test_duplicated_block_names_both_places(corpus):
     path, lineno = add_line(corpus, msp_improv_header("MSP-IMPROV-S01A-F01-P-FM01", "N"))
     message = rf"{path}:{lineno}: MSP-IMPROV-S01A-F01-P-FM01.wav already has a block at {path}:1"
@@ -114,12 +120,14 @@ def test_duplicated_block_names_both_places(corpus):
         msp_improv.parse(corpus.root)
 
 
+@pytest.mark.reliability("manifest")
 def test_label_for_a_missing_wav_is_an_error(tmp_path):
     corpus = write_msp_improv(tmp_path / "c", without_wav=["MSP-IMPROV-S03S-F03-T-FM03"])
     with pytest.raises(AudioError, match=r"MSP-IMPROV-S03S-F03-T-FM03.wav not found .*, named by .*Evaluation.txt:17"):
         msp_improv.parse(corpus.root)
 
 
+@pytest.mark.reliability("manifest")
 def test_label_for_a_missing_wav_allowed_is_counted(tmp_path, caplog):
     corpus = write_msp_improv(tmp_path / "c", without_wav=["MSP-IMPROV-S03S-F03-T-FM03"])
     with caplog.at_level(logging.WARNING, logger="sdcaff.data.msp_improv"):
@@ -129,6 +137,7 @@ def test_label_for_a_missing_wav_allowed_is_counted(tmp_path, caplog):
     assert "S" not in found["consensus labels A/H/N/S"]
 
 
+@pytest.mark.reliability("labels")
 def test_speaker_in_the_wrong_session_names_the_file(corpus):
     wrong = corpus.root / "Audio" / "session2" / "S01A" / "P" / "MSP-IMPROV-S01A-F01-P-FM07.wav"
     write_wav(wrong, sample_rate=44100)
@@ -136,6 +145,7 @@ def test_speaker_in_the_wrong_session_names_the_file(corpus):
         msp_improv.parse(corpus.root)
 
 
+@pytest.mark.reliability("labels")
 def test_name_disagreeing_with_its_folders_names_the_file(corpus):
     wrong = msp_improv_wav(corpus.root, "MSP-IMPROV-S01A-F01-R-FM07").with_name("MSP-IMPROV-S01A-F01-T-FM07.wav")
     write_wav(wrong, sample_rate=44100)
@@ -143,6 +153,7 @@ def test_name_disagreeing_with_its_folders_names_the_file(corpus):
         msp_improv.parse(corpus.root)
 
 
+@pytest.mark.reliability("labels")
 def test_unparseable_wav_name_names_the_file(corpus):
     wrong = corpus.wavs["MSP-IMPROV-S01A-F01-P-FM01"].with_name("MSP-IMPROV-S01A-F01-P.wav")
     write_wav(wrong, sample_rate=44100)
@@ -150,6 +161,7 @@ def test_unparseable_wav_name_names_the_file(corpus):
         msp_improv.parse(corpus.root)
 
 
+@pytest.mark.reliability("labels")
 def test_unexpected_folders_are_skipped_as_strays(corpus):
     # A name fixes its session, scenario and condition folders, so a copy elsewhere is never read.
     write_wav(corpus.root / "Audio" / "session1" / "S01A" / "P" / "old" / "MSP-IMPROV-S01A-F01-P-FM01.wav")
@@ -157,6 +169,7 @@ def test_unexpected_folders_are_skipped_as_strays(corpus):
     assert len(msp_improv.parse(corpus.root)[0]) == len(MSP_IMPROV_UTTERANCES)
 
 
+@pytest.mark.reliability("audio")
 def test_truncated_wav_names_the_wav(corpus):
     wav = corpus.wavs["MSP-IMPROV-S05N-F04-R-FM01"]
     wav.write_bytes(wav.read_bytes()[:60])
@@ -164,6 +177,7 @@ def test_truncated_wav_names_the_wav(corpus):
         msp_improv.parse(corpus.root)
 
 
+@pytest.mark.reliability("corpus path")
 def test_missing_audio_folder(tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "Evaluation.txt").write_text("")

@@ -69,6 +69,7 @@ def test_a_missing_experiment_fails_the_check(study, tmp_path, capsys):
     assert "MISSING" in capsys.readouterr().out
 
 
+@pytest.mark.reliability("read-only corpus")
 def test_the_corpus_directory_was_never_written(study):
     workdir, corpus = study
     recorded = json.loads((workdir / "results/corpora/iemocap.json").read_text())

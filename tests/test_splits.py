@@ -201,6 +201,7 @@ def test_oversampling_nowhere_when_no_classes(built):
         assert not rows.duplicated().any()
 
 
+@pytest.mark.reliability("labels")
 def test_labels_outside_the_map_are_dropped_and_counted(built, manifests):
     rows, sidecar = built["msp-improv-loso"]
     # 12 speakers x 30 utterances over a 10-label cycle: O, X and empty 3 times each per speaker.
@@ -288,6 +289,7 @@ def test_stage_writes_every_protocol_sorted_with_its_sidecar(in_tmp, monkeypatch
         assert info["counts"]["train"]["angry"] == (train["label"] == "angry").sum() > 0
 
 
+@pytest.mark.reliability("determinism")
 def test_same_seed_gives_identical_bytes(in_tmp, monkeypatch):
     out = in_tmp / "artifacts/splits"
     assert run_stage(in_tmp, monkeypatch, REPO_PARAMS) == 0
@@ -310,6 +312,7 @@ def test_named_protocol_only_and_unknown_protocol_is_an_error(in_tmp, monkeypatc
     assert "unknown protocol(s) iemocap-random" in capsys.readouterr().err
 
 
+@pytest.mark.reliability("manifest")
 def test_duplicated_utt_id_names_file_and_line(tmp_path):
     frame = msp_frame(3)
     frame.loc[5, "utt_id"] = frame.loc[2, "utt_id"]
@@ -318,6 +321,7 @@ def test_duplicated_utt_id_names_file_and_line(tmp_path):
         splits.read_manifest(path, "msp-improv")
 
 
+@pytest.mark.reliability("manifest")
 def test_missing_columns_name_the_file(tmp_path):
     path = write_manifest(msp_frame(3).drop(columns=["speaker", "target"]), tmp_path / "msp-improv.csv")
     with pytest.raises(ManifestError, match=rf"{path}:1: missing column\(s\) speaker, target"):
@@ -329,6 +333,7 @@ def test_missing_columns_name_the_file(tmp_path):
     ("session", "one", "session is not a whole number"),
     ("corpus", "iemocap", "corpus is not 'msp-improv'"),
 ])
+@pytest.mark.reliability("manifest")
 def test_bad_manifest_cells_name_file_and_line(tmp_path, column, value, message):
     frame = msp_frame(3)
     frame[column] = frame[column].astype(str)
@@ -338,6 +343,7 @@ def test_bad_manifest_cells_name_file_and_line(tmp_path, column, value, message)
         splits.read_manifest(path, "msp-improv")
 
 
+@pytest.mark.reliability("manifest")
 def test_missing_manifest_says_which_stage_writes_it(tmp_path):
     with pytest.raises(ManifestError, match="sdcaff manifest --corpus iemocap"):
         splits.read_manifest(tmp_path / "iemocap.csv", "iemocap")

@@ -150,6 +150,7 @@ def test_evaluate_writes_the_metrics_the_units_imply(trained):
     assert honest["selection"] == "valid" and "authors" not in honest
 
 
+@pytest.mark.reliability("determinism")
 def test_same_seed_gives_identical_results(trained, tmp_path, monkeypatch):
     shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
     shutil.copytree(trained / "artifacts/splits", tmp_path / "artifacts/splits")
@@ -160,6 +161,7 @@ def test_same_seed_gives_identical_results(trained, tmp_path, monkeypatch):
     assert not unit(tmp_path, "authors", fold=1).exists()
 
 
+@pytest.mark.reliability("determinism")
 def test_units_in_worker_processes_match_units_trained_here(trained, tmp_path, monkeypatch):
     shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
     shutil.copytree(trained / "artifacts/splits", tmp_path / "artifacts/splits")
@@ -173,6 +175,7 @@ def test_units_in_worker_processes_match_units_trained_here(trained, tmp_path, m
         assert outcome(unit(tmp_path, "honest", fold=fold)) == outcome(unit(trained, "honest", fold=fold))
 
 
+@pytest.mark.reliability("interruption")
 def test_a_killed_unit_resumes_to_the_same_result(trained, tmp_path, monkeypatch):
     shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
     shutil.copytree(trained / "artifacts/splits", tmp_path / "artifacts/splits")
@@ -204,6 +207,7 @@ def test_a_killed_unit_resumes_to_the_same_result(trained, tmp_path, monkeypatch
     assert calls == []  # done under the same settings: nothing to train
 
 
+@pytest.mark.reliability("interruption")
 def test_changed_settings_retrain_a_done_unit(trained, tmp_path, monkeypatch):
     shutil.copytree(trained / "artifacts", tmp_path / "artifacts")
     fake_study.write_params(tmp_path / "params.yaml", train={**fake_study.TINY_TRAIN, "epochs": 1})
@@ -227,6 +231,7 @@ def test_cross_corpus_reads_two_feature_files(trained, tmp_path, monkeypatch):
     assert metrics["wa"]["fold_std"] is None  # one unit
 
 
+@pytest.mark.reliability("manifest")
 def test_a_split_row_without_features_stops_training(trained, tmp_path, monkeypatch, capsys):
     shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
     shutil.copy(trained / "params.yaml", tmp_path / "params.yaml")
