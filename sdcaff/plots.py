@@ -319,10 +319,16 @@ def fused_vectors(experiment: str, checkpoint_path: Path, fold: int,
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     dataset = UtteranceDataset(load_features(train.feature_paths(config)), rows, split.classes, split.csv_path)
-    batches = []
-    with torch.no_grad():
-        for static, dynamic, _, _, _ in make_loader(dataset, TSNE_BATCH, shuffle=False):
-            batches.append(model(static, dynamic).fused.float())
+    batches, threads = [], torch.get_num_threads()
+    # One thread: CPU reductions split across threads sum in another order, and the figure's bytes would
+    # depend on the machine's core count.
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for static, dynamic, _, _, _ in make_loader(dataset, TSNE_BATCH, shuffle=False):
+                batches.append(model(static, dynamic).fused.float())
+    finally:
+        torch.set_num_threads(threads)
     vectors = torch.cat(batches).numpy()
     frame = pd.DataFrame({
         # Categories fix the legend order: emotions in class-index order, speakers sorted.

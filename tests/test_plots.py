@@ -96,10 +96,14 @@ def test_draw_writes_every_figure_and_repeats_byte_for_byte(study, monkeypatch):
 def test_fused_vectors_are_the_test_rows_of_the_unit(study, monkeypatch):
     monkeypatch.chdir(study)
     checkpoint = study / "artifacts/runs/honest/seed_7/fold_0/checkpoint.pt"
+    torch.set_num_threads(2)
     vectors, frame = plots.fused_vectors("honest", checkpoint, 0, Path("artifacts/manifest"))
+    assert torch.get_num_threads() == 2  # the one-thread forward gives the caller's setting back
+    torch.set_num_threads(1)
+    again, _ = plots.fused_vectors("honest", checkpoint, 0, Path("artifacts/manifest"))
+    assert again.tobytes() == vectors.tobytes()
     predictions = pd.read_csv(checkpoint.parent / "predictions.csv")
     assert len(frame) == len(predictions.drop_duplicates("utt_id")) == vectors.shape[0]
-    # tiny profile: fused width = last CNN channels (8) + LSTM pooled (4) ... at least non-trivial and finite
     assert vectors.shape[1] > 1 and np.isfinite(vectors).all()
     assert list(frame["emotion"].cat.categories) == fake_study.CLASSES
     assert sorted(frame["speaker"].unique()) == ["Ses01_F", "Ses02_F", "Ses03_F"]
