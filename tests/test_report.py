@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sdcaff import cli, plots, report
+from sdcaff import cli, params, plots, report
 from test_tables import make_record, study
 
 PARAMS = {"report": {
@@ -144,3 +144,12 @@ def test_corrupt_fingerprint_is_named(tmp_path):
     (tmp_path / "iemocap.json").write_text("{}")
     with pytest.raises(report.ReportInputError, match=r"iemocap\.json: missing key 'synthetic'"):
         report.load_corpora(tmp_path)
+
+
+def test_project_params_name_every_experiment_variant():
+    root = Path(__file__).resolve().parents[1]
+    p = params.load("report", report.ReportParams, root / "params.yaml")
+    assert next(iter(p.variants)) == "sdcaff"  # the reference row comes first
+    experiments = yaml.safe_load((root / "params.yaml").read_text())["experiments"]
+    used = {e.get("variant", "sdcaff") for e in experiments.values()}
+    assert used <= set(p.variants), f"variants without a display name: {sorted(used - set(p.variants))}"
