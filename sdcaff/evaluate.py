@@ -74,6 +74,8 @@ def summarise(config: train.Config, split: Split, units: list[Unit]) -> dict[str
         pred = unit.predictions["predicted"].map(index).to_numpy()
         per_fold.append({"seed": unit.seed, "fold": unit.fold, "wa": metrics.weighted_accuracy(true, pred),
                          "ua": metrics.unweighted_accuracy(true, pred), "n": len(true),
+                         # Training rows (duplicates counted): the test/train ratio of the corrected t-test.
+                         "n_train": len(split.select(unit.fold, "train")),
                          "selected_epoch": unit.result["selected_epoch"]})
         trues.append(true)
         preds.append(pred)
@@ -83,6 +85,8 @@ def summarise(config: train.Config, split: Split, units: list[Unit]) -> dict[str
     record: dict[str, Any] = {
         "experiment": config.experiment,
         "model": config.spec.model,
+        "variant": config.spec.variant,
+        "group": config.spec.group,
         "protocol": config.spec.protocol,
         "train_corpus": split.sidecar["corpora"]["train"],
         "test_corpus": split.sidecar["corpora"]["test"],

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import time
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import torchaudio
+from speechbrain.lobes.features import Fbank
 from tqdm import tqdm
 
 from sdcaff import env
@@ -45,6 +47,8 @@ class FeaturesParams:
     manifest_dir: str = "artifacts/manifest"  # reads <manifest_dir>/<corpus>.csv
     out_dir: str = "artifacts/features"  # writes <out_dir>/<set>.pt
     results_dir: str = "results/features"  # writes <results_dir>/<set>.json
+    kind: Literal["mfcc", "fbank"] = "mfcc"  # fbank = SpeechBrain Fbank (the ECAPA-TDNN baseline's input)
+    fbank_n_mels: int = 80  # kind fbank: SpeechBrain IEMOCAP recipe, 80 log-mel filterbanks (25 ms / 10 ms)
     silence: Literal["authors", "trim", "none"] = "authors"  # authors' detector (sdcaff/silence.py)
     trim_top_db: float = TRIM_TOP_DB  # silence `trim` only
     clip_seconds: float = 6.0  # authors' code: fixed_t=6, pad or cut to int(6 * sr) samples
@@ -117,7 +121,8 @@ def load_params(name: str, path: str | Path | None = None) -> tuple[FeaturesPara
 
 def _check(p: FeaturesParams) -> tuple[str, str] | None:
     """Returns (key, message) for the first setting the DSP cannot run with, or None."""
-    positive = ("clip_seconds", "batch_size", "sample_rate", "n_mfcc", "n_fft", "win_length", "hop_length", "n_mels")
+    positive = ("clip_seconds", "batch_size", "sample_rate", "n_mfcc", "n_fft", "win_length", "hop_length", "n_mels",
+                "fbank_n_mels")
     for field in positive:
         if getattr(p, field) <= 0:
             return field, f"'{field}' must be positive, got {getattr(p, field)}"
@@ -175,26 +180,47 @@ def prepare(row: pd.Series, manifest: Path, p: FeaturesParams) -> tuple[np.ndarr
     return fix_length(speech, p.clip_samples), len(speech)
 
 
+def extractor(p: FeaturesParams, device: torch.device) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """Returns the batch transform: clips (B, clip_samples) -> (mfcc, delta, delta_delta), each (B, F, frames)."""
+    if p.kind == "mfcc":
+        options = {k: getattr(p, k) for k in MFCC_KEYS}
+        return functools.partial(extract, delta_axis=p.delta_axis, delta_width=p.delta_width, **options)
+    # SpeechBrain's own filterbank front end with the recipe's settings (its window, hop and FFT
+    # defaults); the MFCC keys above do not apply. The two delta slots stay empty (B, 0, frames).
+    fbank = Fbank(n_mels=p.fbank_n_mels, sample_rate=p.sample_rate).to(device)
+
+    def filterbanks(clips: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = fbank(clips).transpose(1, 2)  # (B, frames, n_mels) -> (B, n_mels, frames)
+        empty = features.new_empty((features.shape[0], 0, features.shape[2]))
+        return features, empty, empty
+
+    return filterbanks
+
+
 def compute(rows: pd.DataFrame, manifest: Path, p: FeaturesParams, device: torch.device) -> dict[str, torch.Tensor]:
-    """Returns mfcc, delta, delta_delta (N, n_mfcc, frames) float32 and speech_samples (N,) int64 for `rows`."""
+    """Returns mfcc, delta, delta_delta (N, F, frames) float32 and speech_samples (N,) int64 for `rows`.
+
+    F is n_mfcc for kind mfcc; for kind fbank the `mfcc` slot holds the fbank_n_mels filterbanks and
+    the delta slots are (N, 0, frames).
+    """
     n = len(rows)
-    out = {k: torch.empty((n, p.n_mfcc, p.frames)) for k in ("mfcc", "delta", "delta_delta")}
-    out["speech_samples"] = torch.empty(n, dtype=torch.int64)
-    options = {k: getattr(p, k) for k in MFCC_KEYS}
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("mfcc", "delta", "delta_delta")}
+    speech = torch.empty(n, dtype=torch.int64)
+    transform = extractor(p, device)
     with tqdm(total=n, unit="utt", desc="features", disable=None) as bar:
         for first in range(0, n, p.batch_size):
             clips = []
             for i in range(first, min(first + p.batch_size, n)):
                 clip, speech_samples = prepare(rows.iloc[i], manifest, p)
                 clips.append(clip)
-                out["speech_samples"][i] = speech_samples
+                speech[i] = speech_samples
                 bar.update()
             batch = torch.from_numpy(np.stack(clips)).to(device)
             with torch.inference_mode():
-                tensors = extract(batch, delta_axis=p.delta_axis, delta_width=p.delta_width, **options)
-            for name, tensor in zip(("mfcc", "delta", "delta_delta"), tensors):
-                out[name][first : first + len(clips)] = tensor.cpu()
-    return out
+                tensors = transform(batch)
+            for name, tensor in zip(parts, tensors):
+                parts[name].append(tensor.cpu())
+    return {**{name: torch.cat(tensors) for name, tensors in parts.items()}, "speech_samples": speech}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -240,6 +266,6 @@ def run(args: argparse.Namespace) -> int:
         torch.save(payload, stream)
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    log.info("wrote %s (%d x %d x %d, x3) and %s: %.1f s wall, %.0fx realtime on %s", pt_path, len(rows),
-             p.n_mfcc, p.frames, json_path, wall_seconds, summary["times_realtime"], device)
+    log.info("wrote %s (%s %s) and %s: %.1f s wall, %.0fx realtime on %s", pt_path, p.kind,
+             " x ".join(map(str, tensors["mfcc"].shape)), json_path, wall_seconds, summary["times_realtime"], device)
     return 0

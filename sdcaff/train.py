@@ -18,7 +18,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from baselines import ecapa, mfcc_linear
 from sdcaff import env, metrics, params
 from sdcaff.data.loader import Features, Split, UtteranceDataset, load_features, make_loader, read_split
 from sdcaff.errors import ParamsError, SdcaffError
@@ -40,9 +41,16 @@ SPLITS_DIR = Path("artifacts/splits")
 FEATURES_DIR = Path("artifacts/features")
 RUNS_DIR = Path("artifacts/runs")
 
-# Model name (experiments.<exp>.model) -> its params dataclass and its builder. Keys of the profile's
-# `model` block that the dataclass also has are shared; experiments.<exp>.model_params overrides them.
-MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {"sdcaff": (ModelParams, build)}
+# Model name (experiments.<exp>.model) -> its params dataclass and its builder. A baseline's sizes
+# come from the profile's `baselines.<model>` block, plus the keys of the profile's `model` block the
+# dataclass also has (n_classes, ...); experiments.<exp>.model_params overrides both.
+MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
+    "sdcaff": (ModelParams, build),
+    "ecapa": (ecapa.EcapaParams, ecapa.build),
+    "mfcc-linear": (mfcc_linear.LinearParams, mfcc_linear.build),
+}
+# Experiment groups that train every seed of the profile; the others train its first secondary_seeds.
+PRIMARY_GROUPS = ("headline", "cross-corpus")
 
 SELECTED_BY = {
     "test_max": "the epoch of maximum test WA (authors' best_matrix); WA and UA maxima are also kept on their own",
@@ -61,6 +69,8 @@ class TrainParams:
     lr_drop_epochs: tuple[int, ...] = (10, 20)  # authors' code: lr /= 10 after the 0-based epoch 10 and 20
     lr_drop_factor: float = 0.1  # authors' code: /10
     seeds: tuple[int, ...] = (987654,)  # authors' code: setup_seed(987654)
+    secondary_seeds: int = 1  # comparison, baseline and ablation experiments train the first N seeds
+    secondary_folds: tuple[int, ...] | None = None  # ... and only these folds; null = every fold
     loss: LossParams = LossParams()
     num_workers: int = 0  # loader processes; 0 keeps loading in the training process
     jobs: int = 1  # units trained at once, each in its own process with env.threads // jobs threads
@@ -77,6 +87,8 @@ class Experiment:
     protocol: str  # split files artifacts/splits/<protocol>.csv + .json
     features: FeatureSets
     model: str = "sdcaff"  # a key of MODELS
+    variant: str = "sdcaff"  # the report's row: the same id under every protocol (cnn, no-dyrelu, ecapa, ...)
+    group: Literal["headline", "cross-corpus", "comparison", "baseline", "ablation"] = "headline"
     model_params: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of profiles.<p>.model
     train: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of profiles.<p>.train
     folds: tuple[int, ...] | None = None  # null = every fold of the protocol
@@ -96,7 +108,9 @@ class Config:
     def record(self) -> dict:
         """Returns the settings a unit's result depends on, as plain data (seeds and folds left out)."""
         train = params.to_dict(self.train)
-        del train["seeds"], train["jobs"]  # which units run, and how many at once, change no unit's result
+        # Which units run, and how many at once, change no unit's result.
+        for key in ("seeds", "secondary_seeds", "secondary_folds", "jobs"):
+            del train[key]
         return {
             "profile": self.profile,
             "protocol": self.spec.protocol,
@@ -146,6 +160,15 @@ def load_config(experiment: str, path: str | Path | None = None) -> Config:
     params_cls, _ = MODELS[spec.model]
     shared = {f.name for f in dataclasses.fields(params_cls)}
     base_model = {k: v for k, v in section["model"].items() if k in shared}
+    if spec.model != "sdcaff":
+        baselines = section.get("baselines") or {}
+        if spec.model not in baselines:
+            raise ParamsError(f"{path}:{lines[('profiles', profile)]}: profile '{profile}' lacks a "
+                              f"'baselines.{spec.model}' block (the sizes of model '{spec.model}')")
+        block = baselines[spec.model]
+        # Checked on its own first, so an error in it is named at its own line.
+        params.build(params_cls, merge(base_model, block), path, lines, ("profiles", profile, "baselines", spec.model))
+        base_model = merge(base_model, block)
     # The profile's blocks are checked above, so an error in a merged block is the experiment's override.
     model_params = params.build(params_cls, merge(base_model, spec.model_params), path, lines,
                                 keypath + ("model_params",))
@@ -153,8 +176,9 @@ def load_config(experiment: str, path: str | Path | None = None) -> Config:
     if problems:
         raise ParamsError(f"{path}:{lines[keypath]}: experiment '{experiment}' model: " + "; ".join(problems))
     train = params.build(TrainParams, merge(section["train"], spec.train), path, lines, keypath + ("train",))
-    if train.jobs < 1:
-        raise ParamsError(f"{path}:{lines[('profiles', profile, 'train')]}: train.jobs must be at least 1")
+    if train.jobs < 1 or train.secondary_seeds < 1:
+        raise ParamsError(f"{path}:{lines[('profiles', profile, 'train')]}: train.jobs and train.secondary_seeds "
+                          f"must be at least 1")
     env_params = params.build(env.EnvParams, data.get("env", {}), path, lines, ("env",))
     # A unit's numbers depend on its thread count, so its share of the pinned threads is one of its settings.
     env_params = dataclasses.replace(env_params, threads=max(1, env_params.threads // train.jobs))
@@ -191,13 +215,19 @@ def unit_dir(experiment: str, seed: int, fold: int, runs_dir: Path = RUNS_DIR) -
 def plan(config: Config, split: Split) -> list[tuple[int, int]]:
     """Returns the experiment's (seed, fold) units, seeds outer, in the order they are listed."""
     folds = list(range(int(split.sidecar["folds"])))
-    if config.spec.folds is not None:
-        unknown = sorted(set(config.spec.folds) - set(folds))
-        if unknown:
-            raise ParamsError(f"experiments.{config.experiment}.folds: {unknown} not among the folds "
-                              f"{folds} of {split.csv_path}")
-        folds = [f for f in folds if f in config.spec.folds]
-    return [(seed, fold) for seed in config.train.seeds for fold in folds]
+    seeds = config.train.seeds
+    chosen, where = config.spec.folds, f"experiments.{config.experiment}.folds"
+    if config.spec.group not in PRIMARY_GROUPS:
+        seeds = seeds[: config.train.secondary_seeds]
+        if chosen is None and config.train.secondary_folds is not None:
+            # A protocol with fewer folds (cross-corpus: one) keeps the ones it has.
+            chosen, where = [f for f in config.train.secondary_folds if f in folds], "train.secondary_folds"
+    if chosen is not None:
+        unknown = sorted(set(chosen) - set(folds))
+        if unknown or not chosen:
+            raise ParamsError(f"{where}: {unknown or 'none'} of the folds {folds} of {split.csv_path}")
+        folds = [f for f in folds if f in chosen]
+    return [(seed, fold) for seed in seeds for fold in folds]
 
 
 def unit_hash(config: Config, options: Options) -> str:

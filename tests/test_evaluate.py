@@ -73,7 +73,7 @@ def test_evaluate_writes_the_metrics_schema_and_pooled_predictions(study):
     assert cli.main(["evaluate", "--experiment", "authors"]) == 0
     metrics = json.loads((root / "results/metrics/authors.json").read_text())
     assert list(metrics) == [
-        "experiment", "model", "protocol", "train_corpus", "test_corpus", "labels", "seeds", "folds", "n", "wa", "ua",
+        "experiment", "model", "variant", "group", "protocol", "train_corpus", "test_corpus", "labels", "seeds", "folds", "n", "wa", "ua",
         "per_fold", "per_seed", "confusion", "selection", "selected_by", "authors", "last_epoch", "profile",
         "params_hash", "train_seconds", "options", "env",
     ]
@@ -81,7 +81,8 @@ def test_evaluate_writes_the_metrics_schema_and_pooled_predictions(study):
     assert (metrics["train_corpus"], metrics["test_corpus"], metrics["selection"]) == ("iemocap", "iemocap", "test_max")
     assert metrics["labels"] == fake_study.CLASSES and metrics["seeds"] == [7] and metrics["profile"] == "tiny"
     assert set(metrics["wa"]) == set(metrics["ua"]) == {"pooled", "fold_mean", "fold_std"}
-    assert set(metrics["per_fold"][0]) >= {"seed", "fold", "wa", "ua", "n"}
+    assert set(metrics["per_fold"][0]) >= {"seed", "fold", "wa", "ua", "n", "n_train"}
+    assert (metrics["variant"], metrics["group"]) == ("sdcaff", "headline")
     pooled = pd.read_csv(root / "results/predictions/authors.csv")
     assert len(pooled) == 6 and pooled["fold"].tolist() == [0, 0, 0, 0, 1, 1]
 

@@ -11,9 +11,11 @@ import pytest
 import soundfile
 import torch
 import torchaudio
+from speechbrain.lobes.features import Fbank
 
 from sdcaff import cli, features
 from sdcaff import params as params_module
+from sdcaff.data.loader import load_features
 from sdcaff.errors import ParamsError
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -36,6 +38,10 @@ feature_sets:
     labels: [neu, ang, exc]
     delta_axis: time
     silence: none
+  tiny-fbank:
+    corpus: iemocap
+    labels: [neu, ang, exc]
+    kind: fbank
 """
 
 
@@ -123,9 +129,9 @@ def test_set_overrides_and_bad_sets(tmp_path):
                     "  wide:\n    corpus: iemocap\n    delta_width: 61\n")
     p, feature_set = features.load_params("tiny-time", path)
     assert (p.delta_axis, p.silence, p.batch_size, feature_set.corpus) == ("time", "none", 2, "iemocap")
-    with pytest.raises(ParamsError, match=r"params.yaml:18: unknown key 'feature_sets.typo.delta_axes'"):
+    with pytest.raises(ParamsError, match=r"params.yaml:22: unknown key 'feature_sets.typo.delta_axes'"):
         features.load_params("typo", path)
-    with pytest.raises(ParamsError, match=r"params.yaml:21: feature set 'wide': 'delta_width' must be odd.*at most 60"):
+    with pytest.raises(ParamsError, match=r"params.yaml:25: feature set 'wide': 'delta_width' must be odd.*at most 60"):
         features.load_params("wide", path)
     with pytest.raises(ParamsError, match="unknown feature set 'nope'; feature_sets has tiny, tiny-time"):
         features.load_params("nope", path)
@@ -169,6 +175,22 @@ def test_set_override_reaches_the_file(stage):
     assert payload["speech_samples"].tolist() == [40000, 120000, 48000]  # none: 2.5 s, 7.5 s, 3 s at 16 kHz
     static = payload["mfcc"][:1]
     assert torch.equal(payload["delta"][:1], features.delta(static, -1))
+
+
+def test_fbank_set_holds_speechbrain_filterbanks_and_empty_deltas(stage):
+    assert cli.main(["features", "--set", "tiny-fbank"]) == 0
+    payload = torch.load(stage / "artifacts/features/tiny-fbank.pt")
+    # SpeechBrain Fbank defaults (the ECAPA recipe's): 10 ms hop, centred -> 601 frames per 6 s clip.
+    assert payload["mfcc"].shape == (3, 80, 601) and payload["delta"].shape == (3, 0, 601)
+    assert payload["params"]["kind"] == "fbank"
+    loaded = load_features([stage / "artifacts/features/tiny-fbank.pt"])
+    assert loaded.mfcc.shape == (3, 80, 601)
+    # The stored maps are SpeechBrain's own filterbanks of the stage's clips (no MFCC settings apply).
+    rows = features.read_manifest(stage / "artifacts/manifest/iemocap.csv", "iemocap", ["neu", "ang", "exc"])
+    p, _ = features.load_params("tiny-fbank")
+    clip, _ = features.prepare(rows.iloc[0], stage / "artifacts/manifest/iemocap.csv", p)
+    expected = Fbank(n_mels=80)(torch.from_numpy(clip)[None])[0].T
+    torch.testing.assert_close(payload["mfcc"][0], expected)
 
 
 @pytest.mark.reliability("determinism")

@@ -81,12 +81,14 @@ def test_quick_branch_shapes(quick):
     with torch.no_grad():
         static_map, dynamic_map = model.branch_maps(static, dynamic)
         out = model(static, dynamic)
-    assert static_map.shape == (2, 32, 7, 31) and static_shape(quick) == (32, 7, 31)
+    # One pool more than the paper (before conv 2): 3 x 15 maps, not 7 x 31.
+    assert static_map.shape == (2, 32, 3, 15) and static_shape(quick) == (32, 3, 15)
     assert dynamic_map.shape == (2, 16, 1, 251)
     assert out.fused.shape == (2, 48)
-    # Only widths shrink: the same layers, pools, input and fusion as the paper.
+    # Widths shrink and one pool is added; the same layers, input and fusion as the paper.
     paper = ModelParams()
-    same = ("n_mfcc", "frames", "first_padding", "pool_before", "dyrelu", "lstm_input", "fusion", "branches")
+    assert quick.pool_before == (1, *paper.pool_before)
+    same = ("n_mfcc", "frames", "first_padding", "dyrelu", "lstm_input", "fusion", "branches")
     assert all(getattr(quick, f) == getattr(paper, f) for f in same)
     assert len(quick.cnn_channels) == len(paper.cnn_channels)
 
@@ -230,9 +232,9 @@ def test_cross_variants_feed_the_authors_slots(quick):
         dd = build(dataclasses.replace(quick, fusion="dd_cross")).eval()
         ss_maps = ss.branch_maps(static, dynamic)
         dd_maps = dd.branch_maps(static, dynamic)
-    # SS: a second CNN reshaped (32, 7, 31) -> (16, 7, 62); DD: an MFCC-only LSTM pooled to 32 channels.
-    assert ss_maps[1].shape == (2, 16, 7, 62)
-    torch.testing.assert_close(ss_maps[1], ss.second_cnn(static).reshape(2, 16, 7, 62))
+    # SS: a second CNN reshaped (32, 3, 15) -> (16, 3, 30); DD: an MFCC-only LSTM pooled to 32 channels.
+    assert ss_maps[1].shape == (2, 16, 3, 30)
+    torch.testing.assert_close(ss_maps[1], ss.second_cnn(static).reshape(2, 16, 3, 30))
     assert dd_maps[0].shape == (2, 32, 1, 251)
     assert dd.second_lstm.lstm.input_size == 60 and dd.lstm.lstm.input_size == 180
     assert ss.lstm is None and dd.cnn is None
@@ -342,7 +344,7 @@ def test_model_info_prints_both_profiles(monkeypatch, capsys, quick):
     small = json.loads(capsys.readouterr().out)
     torch.manual_seed(0)
     assert small["profile"] == "quick" and small["params"] == count_parameters(build(quick))
-    assert small["static_out"] == [32, 7, 31] and small["dynamic_out"] == [16, 1, 251] and small["fused"] == 48
+    assert small["static_out"] == [32, 3, 15] and small["dynamic_out"] == [16, 1, 251] and small["fused"] == 48
 
 
 def test_model_info_defaults_to_the_params_profile_and_reports_errors(tmp_path, monkeypatch, capsys):

@@ -1,6 +1,8 @@
+import dataclasses
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -299,8 +301,31 @@ def test_repo_experiments_resolve_under_both_profiles(tmp_path):
             config = train.load_config(experiment, path)
             assert config.profile == profile
             assert config.spec.protocol in data["splits"]["protocols"]
-    assert train.load_config("iemocap-authors", tmp_path / "paper.yaml").train == train.TrainParams()
+    paper = train.load_config("iemocap-authors", tmp_path / "paper.yaml").train
+    # The paper profile trains the authors' settings, over 5 seeds (the authors' own first) for every experiment.
+    assert dataclasses.replace(paper, seeds=(987654,), secondary_seeds=1) == train.TrainParams()
+    assert len(paper.seeds) == 5 and paper.seeds[0] == 987654 and paper.secondary_seeds == 5
     assert len(train.load_config("iemocap-authors", tmp_path / "quick.yaml").train.seeds) == 3
+    # Every variant the report lists runs under both IEMOCAP protocols.
+    variants = {}
+    for name, entry in data["experiments"].items():
+        variants.setdefault(entry.get("variant", "sdcaff"), set()).add(entry["protocol"])
+    assert all({"iemocap-authors", "iemocap-loso"} <= protocols for protocols in variants.values())
+    assert {"cnn", "lstm", "crnn", "ecapa", "mfcc-linear", "no-dyrelu", "no-silence"} <= set(variants)
+
+
+def test_secondary_groups_train_fewer_seeds_and_folds(tmp_path):
+    path = tmp_path / "params.yaml"
+    fake_study.write_params(path, experiments={
+        "main": {"protocol": "p", "features": {"train": "f", "test": "f"}},
+        "abl": {"protocol": "p", "features": {"train": "f", "test": "f"}, "group": "ablation", "variant": "x"},
+    }, train={"seeds": [1, 2, 3], "secondary_seeds": 2, "secondary_folds": [0, 2, 7]})
+    split = SimpleNamespace(sidecar={"folds": 3}, csv_path=Path("p.csv"))
+    assert train.plan(train.load_config("main", path), split) == [(s, f) for s in (1, 2, 3) for f in (0, 1, 2)]
+    # Folds a protocol lacks (7) are skipped: a one-fold cross-corpus protocol keeps its fold.
+    assert train.plan(train.load_config("abl", path), split) == [(1, 0), (1, 2), (2, 0), (2, 2)]
+    config = train.load_config("abl", path)
+    assert config.hash() == train.load_config("main", path).hash()  # which units run is not a unit setting
 
 
 def test_unknown_seed_or_fold_is_refused(trained, monkeypatch, capsys):

@@ -106,11 +106,13 @@ def load_features(paths: Sequence[str | Path]) -> Features:
         utt_ids.extend(data["utt_ids"])
         for key in parts:
             parts[key].append(data[key])
-    shapes = {tuple(t.shape[1:]) for ts in parts.values() for t in ts}
-    if len(shapes) > 1:
-        raise ManifestError(f"{', '.join(map(str, paths))}: feature shapes differ between files: {sorted(shapes)}")
+    for key, tensors in parts.items():
+        shapes = {tuple(t.shape[1:]) for t in tensors}
+        if len(shapes) > 1:
+            raise ManifestError(f"{', '.join(map(str, paths))}: '{key}' shapes differ between files: {sorted(shapes)}")
     merged = {k: ts[0] if len(ts) == 1 else torch.cat(ts) for k, ts in parts.items()}
-    log.info("read %d utterances x %s features from %s", len(utt_ids), list(shapes)[0], ", ".join(map(str, paths)))
+    log.info("read %d utterances x %s features from %s", len(utt_ids), tuple(merged["mfcc"].shape[1:]),
+             ", ".join(map(str, paths)))
     return Features(paths, utt_ids, {u: i for i, u in enumerate(utt_ids)}, **merged)
 
 
