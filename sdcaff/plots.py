@@ -28,6 +28,7 @@ STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_
          "font.family": "DejaVu Sans"}  # matplotlib's bundled font: the same glyphs on every machine
 PNG_METADATA = {"Software": None}  # no matplotlib version in the file: the same figure, the same bytes
 TSNE_BATCH = 64  # utterances per forward pass when extracting the fused vectors
+MIN_TSNE_POINTS = 5  # below this a 2-d map shows nothing, and t-SNE's perplexity (< n) has no room
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +259,9 @@ def draw_tsne(records: dict[str, dict], p: PlotsParams, runs_dir: Path, manifest
     if points is None:
         return None
     vectors, frame = points
+    if len(frame) < MIN_TSNE_POINTS:
+        log.warning("%s: only %d test utterances: %s left out", checkpoint_path, len(frame), path.name)
+        return None
     from sklearn.manifold import TSNE
 
     perplexity = tsne_perplexity(p.tsne_perplexity, len(frame))
