@@ -160,7 +160,7 @@ def caption(path: Path) -> str:
     if stem == "per_fold":
         return "Per-unit WA and UA of the headline and cross-corpus experiments, with their fold means."
     if stem == "tsne":
-        return "t-SNE of one unit's fused 192-d test vectors, coloured by emotion and by speaker."
+        return "t-SNE of one unit's fused test vectors (192-d in the paper profile; the figure title gives the width), coloured by emotion and by speaker."
     return stem.replace("_", " ")
 
 
