@@ -59,9 +59,9 @@ def pytest_terminal_summary(terminalreporter):
         row["tried"] += 1
         row["failed"] += outcome in ("failed", "error")
         row["skipped"] += outcome == "skipped"
+    table["total"] = {k: sum(row[k] for row in table.values()) for k in ("tried", "failed", "skipped")}
+    width = max(map(len, ["category", *table]))
     terminalreporter.section("reliability cases")
-    terminalreporter.write_line(f"{'category':<14} {'tried':>5} {'failed':>6} {'skipped':>7}")
-    for category, row in sorted(table.items()):
-        terminalreporter.write_line(f"{category:<14} {row['tried']:>5} {row['failed']:>6} {row['skipped']:>7}")
-    total = {k: sum(row[k] for row in table.values()) for k in ("tried", "failed", "skipped")}
-    terminalreporter.write_line(f"{'total':<14} {total['tried']:>5} {total['failed']:>6} {total['skipped']:>7}")
+    terminalreporter.write_line(f"{'category':<{width}} {'tried':>5} {'failed':>6} {'skipped':>7}")
+    for category, row in sorted(table.items(), key=lambda item: (item[0] == "total", item[0])):
+        terminalreporter.write_line(f"{category:<{width}} {row['tried']:>5} {row['failed']:>6} {row['skipped']:>7}")

@@ -55,10 +55,10 @@ def tone(seconds: float, rate: int) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1300 * t)).astype(np.float32)
 
 
-def write_wav(path: Path, y: np.ndarray, rate: int, subtype: str = "PCM_16") -> Path:
-    """Returns `path` after writing `y` there in the given soundfile subtype."""
+def write_wav(path: Path, y: np.ndarray, rate: int, subtype: str = "PCM_16", container: str = "WAV") -> Path:
+    """Returns `path` after writing `y` there in the given soundfile subtype (WAVEX: the extensible header)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(path, y, rate, subtype=subtype)
+    soundfile.write(path, y, rate, subtype=subtype, format=container)
     return path
 
 
@@ -139,9 +139,12 @@ def test_wav_header_defects_name_the_file(tmp_path, defect):
 
 
 @pytest.mark.reliability("audio")
-@pytest.mark.parametrize("subtype, tag", [("ULAW", 7), ("ALAW", 6), ("MS_ADPCM", 2), ("IMA_ADPCM", 17), ("GSM610", 49)])
-def test_compressed_wavs_are_refused_naming_the_encoding(tmp_path, subtype, tag):
-    path = write_wav(tmp_path / f"{subtype}.wav", tone(0.5, 8000), 8000, subtype)
+@pytest.mark.parametrize("container, subtype, tag", [
+    ("WAV", "ULAW", 7), ("WAV", "ALAW", 6), ("WAV", "MS_ADPCM", 2), ("WAV", "IMA_ADPCM", 17), ("WAV", "GSM610", 49),
+    ("WAVEX", "ULAW", 7), ("WAVEX", "ALAW", 6),  # the tag hides in the extensible header's sub-format
+])
+def test_compressed_wavs_are_refused_naming_the_encoding(tmp_path, container, subtype, tag):
+    path = write_wav(tmp_path / f"{subtype}.wav", tone(0.5, 8000), 8000, subtype, container)
     with pytest.raises(AudioError, match=rf"{subtype}\.wav: unsupported wav encoding \(format tag {tag}\)"):
         audio.read(path)
 
@@ -159,12 +162,13 @@ def test_a_wav_path_that_is_missing_or_a_folder_names_it(tmp_path, make, message
 
 
 @pytest.mark.reliability("audio")
-@pytest.mark.parametrize("subtype, tolerance", [
-    ("PCM_U8", 1 / 128), ("PCM_24", 2.0**-23), ("PCM_32", 2.0**-31), ("FLOAT", 0.0), ("DOUBLE", 0.0),
+@pytest.mark.parametrize("container, subtype, tolerance", [
+    ("WAV", "PCM_U8", 1 / 128), ("WAV", "PCM_24", 2.0**-23), ("WAV", "PCM_32", 2.0**-31), ("WAV", "FLOAT", 0.0),
+    ("WAV", "DOUBLE", 0.0), ("WAVEX", "PCM_16", 2.0**-15), ("WAVEX", "FLOAT", 0.0),
 ])
-def test_other_pcm_and_float_encodings_read_the_same_samples(tmp_path, subtype, tolerance):
+def test_other_pcm_and_float_encodings_read_the_same_samples(tmp_path, container, subtype, tolerance):
     y = tone(0.5, 16000)
-    samples, rate = audio.read(write_wav(tmp_path / "a.wav", y, 16000, subtype))
+    samples, rate = audio.read(write_wav(tmp_path / "a.wav", y, 16000, subtype, container))
     assert rate == 16000 and samples.dtype == np.float32 and samples.shape == y.shape
     np.testing.assert_allclose(samples, y, rtol=0, atol=tolerance + 1e-7)  # quantisation step of the encoding
 
@@ -256,7 +260,8 @@ def test_a_duplicated_utterance_in_the_manifest_stops_features_naming_the_line(s
     rows.loc[2, "utt_id"] = rows.loc[0, "utt_id"]
     rows.to_csv(path, index=False)
     assert run_features() == 1
-    assert "artifacts/manifest/iemocap.csv:4: duplicated utt_id: 'iemocap/Ses01F_impro01_F000'" in capsys.readouterr().err
+    message = "artifacts/manifest/iemocap.csv:4: duplicated utt_id: 'iemocap/Ses01F_impro01_F000'"
+    assert message in capsys.readouterr().err
     assert outputs(stage) == []
 
 

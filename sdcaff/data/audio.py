@@ -78,7 +78,7 @@ def inspect(path: str | os.PathLike) -> WavInfo:
 
 
 def read(path: str | os.PathLike, mono: str = "error") -> tuple[np.ndarray, int]:
-    """Returns (float32 samples in [-1, 1], sample rate); checks the header first.
+    """Returns (float32 samples: PCM scaled to [-1, 1], float as stored, sample rate); checks the header first.
 
     mono: "error" refuses multi-channel audio; "mean" averages the channels.
     """
