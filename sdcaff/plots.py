@@ -318,7 +318,7 @@ def fused_vectors(experiment: str, checkpoint_path: Path, fold: int,
     if unknown.any():
         raise PlotsError(f"{manifest_path}: utt_id {rows['utt_id'][unknown].iloc[0]!r} of {split.csv_path} "
                          f"is not in the manifest ({int(unknown.sum())} test rows missing)")
-    _, builder = train.MODELS[config.spec.model]
+    _, builder = train.model_entry(config.spec.model)
     model = builder(config.model_params)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()

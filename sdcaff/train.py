@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib
 import json
 import logging
 import logging.handlers
@@ -26,13 +27,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from baselines import ecapa, mfcc_linear
 from sdcaff import env, metrics, params
 from sdcaff.data.loader import Features, Split, UtteranceDataset, load_features, make_loader, read_split
 from sdcaff.errors import ParamsError, SdcaffError
 from sdcaff.files import atomic_path
 from sdcaff.losses import LossParams, MultiTaskLoss, scale_center_grads
-from sdcaff.model import ModelParams, build, load_params
+from sdcaff.model import load_params
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,22 @@ RUNS_DIR = Path("artifacts/runs")
 # Model name (experiments.<exp>.model) -> its params dataclass and its builder. A baseline's sizes
 # come from the profile's `baselines.<model>` block, plus the keys of the profile's `model` block the
 # dataclass also has (n_classes, ...); experiments.<exp>.model_params overrides both.
-MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
-    "sdcaff": (ModelParams, build),
-    "ecapa": (ecapa.EcapaParams, ecapa.build),
-    "mfcc-linear": (mfcc_linear.LinearParams, mfcc_linear.build),
+# Each entry is (module, params class name); the module also has build(params). Modules are imported
+# on first use: importing SpeechBrain costs every stage process ~1 s and sets global torch flags.
+MODELS: dict[str, tuple[str, str]] = {
+    "sdcaff": ("sdcaff.model", "ModelParams"),
+    "ecapa": ("baselines.ecapa", "EcapaParams"),
+    "mfcc-linear": ("baselines.mfcc_linear", "LinearParams"),
 }
+
+
+def model_entry(name: str) -> tuple[type, Callable[[Any], nn.Module]]:
+    """Returns the params dataclass and the builder of model `name` (a key of MODELS)."""
+    module_name, params_name = MODELS[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, params_name), module.build
+
+
 # Experiment groups that train every seed of the profile; the others train its first secondary_seeds.
 PRIMARY_GROUPS = ("headline", "cross-corpus")
 
@@ -101,7 +112,7 @@ class Config:
     experiment: str
     profile: str
     spec: Experiment
-    model_params: Any  # MODELS[spec.model][0]
+    model_params: Any  # model_entry(spec.model)[0]
     train: TrainParams
     env: env.EnvParams
 
@@ -157,7 +168,7 @@ def load_config(experiment: str, path: str | Path | None = None) -> Config:
     if spec.model not in MODELS:
         raise ParamsError(f"{path}:{lines[keypath + ('model',)]}: unknown model '{spec.model}'; "
                           f"known: {', '.join(sorted(MODELS))}")
-    params_cls, _ = MODELS[spec.model]
+    params_cls, _ = model_entry(spec.model)
     shared = {f.name for f in dataclasses.fields(params_cls)}
     base_model = {k: v for k, v in section["model"].items() if k in shared}
     if spec.model != "sdcaff":
@@ -344,7 +355,7 @@ def train_unit(config: Config, split: Split, features: Features, seed: int, fold
     rule = split.sidecar["selection"]
     valid_is_test = same_rows(split.select(fold, "valid"), split.select(fold, "test"))
 
-    _, builder = MODELS[config.spec.model]
+    _, builder = model_entry(config.spec.model)
     model = builder(config.model_params).to(options.device)
     loss_fn = MultiTaskLoss(p.loss, n_classes).to(options.device)
     optimizer = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=p.lr,
