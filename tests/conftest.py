@@ -24,6 +24,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_gpu)
 
 
+@pytest.fixture(scope="module")
+def restore_threads():
+    """Gives back torch's thread count after a module whose training pinned it from params.yaml env."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Runs the test with tmp_path as the working directory (for stage commands)."""

@@ -14,6 +14,9 @@ from sdcaff import cli, plots
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LABELS = ["neutral", "sad", "angry", "happy"]
 
+# Training pins torch's thread count from params.yaml env: restore it for later test modules.
+pytestmark = pytest.mark.usefixtures("restore_threads")
+
 
 def record(experiment: str, group: str = "headline", variant: str = "sdcaff", units=((7, 0), (7, 1))) -> dict:
     """Returns a small metrics record in the evaluate stage's schema (the keys the figures read)."""
@@ -49,14 +52,6 @@ def assert_png(path: Path) -> None:
 
 def snapshot(paths: list[Path]) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in paths}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_threads():
-    """Training pins torch's thread count from params.yaml env; give later tests the count they had."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,9 @@ METRIC_COLUMNS = ["epoch", "loss", "train_wa", "train_ua", "valid_wa", "valid_ua
                   "test_ua_authors", "lr"]
 RESULT_KEYS = ["selected_epoch", "test", "valid", "authors", "last_epoch"]
 
+# Training pins torch's thread count from params.yaml env: restore it for later test modules.
+pytestmark = pytest.mark.usefixtures("restore_threads")
+
 
 def unit(root: Path, experiment: str, seed: int = 7, fold: int = 0) -> Path:
     return root / "artifacts/runs" / experiment / f"seed_{seed}" / f"fold_{fold}"
@@ -30,14 +33,6 @@ def outcome(directory: Path) -> tuple:
     log = pd.read_csv(directory / "log.csv")[METRIC_COLUMNS].fillna(-1.0)  # NaN != NaN
     result = json.loads((directory / "result.json").read_text())
     return (directory / "predictions.csv").read_bytes(), log.to_dict("list"), {k: result.get(k) for k in RESULT_KEYS}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_threads():
-    """Training pins torch's thread count from params.yaml env; give later tests the count they had."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

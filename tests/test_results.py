@@ -1,0 +1,33 @@
+"""The committed study: results/metrics (from a real `make repro`) against results/expected.json and params.yaml."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from sdcaff import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_committed_metrics_pass_the_committed_expectations(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert cli.main(["check"]) == 0
+    assert "0 outside or missing" in capsys.readouterr().out
+
+
+def test_every_experiment_in_params_has_committed_metrics_and_expectations():
+    experiments = set(yaml.safe_load((REPO / "params.yaml").read_text())["experiments"])
+    metrics = {p.stem for p in (REPO / "results/metrics").glob("*.json")}
+    expected = set(json.loads((REPO / "results/expected.json").read_text())["experiments"])
+    assert experiments == metrics == expected
+
+
+def test_the_report_embeds_every_table_from_the_same_metrics():
+    report = (REPO / "results/REPORT.md").read_text()
+    for name in ("paper", "variants", "protocol_gap", "cross_corpus"):
+        table = (REPO / "results/tables" / f"{name}.md").read_text()
+        rows = [line for line in table.splitlines() if line.startswith("|")]
+        assert rows and all(row in report for row in rows), name
