@@ -30,6 +30,9 @@ def configure(params: EnvParams) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(params.threads))
     os.environ.setdefault("MKL_NUM_THREADS", str(params.threads))
     torch.set_num_threads(params.threads)
+    # torch's default, full-precision fp32 matmuls on CUDA: importing SpeechBrain switches TF32 on for the
+    # whole process (its `allow_tf32` quirk), and no number may depend on which modules were imported.
+    torch.backends.cuda.matmul.allow_tf32 = False
     if params.deterministic:
         # cuBLAS needs a fixed workspace to be deterministic; harmless on CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -11,7 +11,7 @@ import yaml
 
 import fake_study
 from baselines import ecapa, mfcc_linear
-from sdcaff import cli, train
+from sdcaff import cli, env, train
 from sdcaff.errors import ParamsError
 
 QUICK_ECAPA = ecapa.EcapaParams(channels=(16, 16, 16, 16, 48), attention_channels=8, lin_neurons=12)
@@ -39,6 +39,15 @@ def test_ecapa_scores_are_scaled_cosines_and_backpropagate():
     # Sentence mean normalisation: a constant offset on every filterbank frame changes nothing.
     model.eval()
     torch.testing.assert_close(model(static + 3.0, None).emotion, model(static, None).emotion, atol=1e-4, rtol=1e-4)
+
+
+def test_configure_undoes_speechbrains_tf32_switch():
+    import speechbrain.lobes.features  # noqa: F401  (its import-time quirks switch TF32 matmuls on)
+
+    threads = torch.get_num_threads()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    env.configure(env.EnvParams(threads=threads, deterministic=False))
+    assert torch.backends.cuda.matmul.allow_tf32 is False
 
 
 def test_ecapa_refuses_bad_sizes_and_inputs():
