@@ -176,10 +176,9 @@ def load_config(experiment: str, path: str | Path | None = None) -> Config:
         if spec.model not in baselines:
             raise ParamsError(f"{path}:{lines[('profiles', profile)]}: profile '{profile}' lacks a "
                               f"'baselines.{spec.model}' block (the sizes of model '{spec.model}')")
-        block = baselines[spec.model]
+        base_model = merge(base_model, baselines[spec.model])
         # Checked on its own first, so an error in it is named at its own line.
-        params.build(params_cls, merge(base_model, block), path, lines, ("profiles", profile, "baselines", spec.model))
-        base_model = merge(base_model, block)
+        params.build(params_cls, base_model, path, lines, ("profiles", profile, "baselines", spec.model))
     # The profile's blocks are checked above, so an error in a merged block is the experiment's override.
     model_params = params.build(params_cls, merge(base_model, spec.model_params), path, lines,
                                 keypath + ("model_params",))
@@ -236,7 +235,8 @@ def plan(config: Config, split: Split) -> list[tuple[int, int]]:
     if chosen is not None:
         unknown = sorted(set(chosen) - set(folds))
         if unknown or not chosen:
-            raise ParamsError(f"{where}: {unknown or 'none'} of the folds {folds} of {split.csv_path}")
+            what = f"{unknown} not among" if unknown else "none of"
+            raise ParamsError(f"{where}: {what} the folds {folds} of {split.csv_path}")
         folds = [f for f in folds if f in chosen]
     return [(seed, fold) for seed in seeds for fold in folds]
 

@@ -321,6 +321,14 @@ def test_secondary_groups_train_fewer_seeds_and_folds(tmp_path):
     assert train.plan(train.load_config("abl", path), split) == [(1, 0), (1, 2), (2, 0), (2, 2)]
     config = train.load_config("abl", path)
     assert config.hash() == train.load_config("main", path).hash()  # which units run is not a unit setting
+    fake_study.write_params(path, experiments={
+        "odd": {"protocol": "p", "features": {"train": "f", "test": "f"}, "folds": [1, 9]},
+        "gone": {"protocol": "p", "features": {"train": "f", "test": "f"}, "group": "ablation"},
+    }, train={"seeds": [1], "secondary_folds": [7]})
+    with pytest.raises(ParamsError, match=r"experiments.odd.folds: \[9\] not among the folds \[0, 1, 2\]"):
+        train.plan(train.load_config("odd", path), split)
+    with pytest.raises(ParamsError, match=r"train.secondary_folds: none of the folds \[0, 1, 2\]"):
+        train.plan(train.load_config("gone", path), split)
 
 
 def test_unknown_seed_or_fold_is_refused(trained, monkeypatch, capsys):
