@@ -9,12 +9,12 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Mapping
 
-from sdcaff import env, params
+from sdcaff import env, paper, params, results
 from sdcaff.errors import SdcaffError
 from sdcaff.files import atomic_path
-from sdcaff.paper import REPORTED
+from sdcaff.results import lookup
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ RECORDED_KEYS = ("wa.pooled", "wa.fold_mean", "ua.pooled", "ua.fold_mean", "auth
 @dataclasses.dataclass(frozen=True)
 class CheckParams:
     expected: str = "results/expected.json"  # committed expectations for the default pipeline
-    metrics_dir: str = "results/metrics"
+    metrics_dir: str = "results/metrics"  # <experiment>.json each; any other *.json there is an error
+    corpora_dir: str = "results/corpora"  # fingerprints: --against paper warns when a corpus was synthetic
     tolerance: float = 0.5  # percentage points, used when recording; see docs/regression.md
     paper_tolerance: float = 2.0  # percentage points between a real-corpus run and the paper
 
@@ -62,28 +63,6 @@ class Row:
         return self.verdict == "ok"
 
 
-def lookup(metrics: dict, key: str) -> float | None:
-    """Returns metrics[a][b] for key 'a.b' as a float, or None when absent."""
-    node: Any = metrics
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
-
-
-def load_metrics(metrics_dir: Path) -> dict[str, dict]:
-    """Returns {experiment: metrics dict} for every results/metrics/*.json."""
-    found = {}
-    for path in sorted(metrics_dir.glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise SdcaffError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
-        found[data.get("experiment", path.stem)] = data
-    return found
-
-
 def compare_expected(expected: dict, metrics: dict[str, dict], source: Path) -> list[Row]:
     """Returns one row per expected metric (plus UNEXPECTED rows for unlisted experiments)."""
     if "experiments" not in expected:
@@ -97,18 +76,34 @@ def compare_expected(expected: dict, metrics: dict[str, dict], source: Path) -> 
 
 
 def compare_paper(metrics: dict[str, dict], tolerance: float) -> list[Row]:
-    """Returns rows comparing each published number with the run made the same way."""
+    """Returns rows comparing each published number with the experiment the report's paper table uses."""
     rows = []
-    for rep in REPORTED:
-        matches = [
-            (name, m) for name, m in sorted(metrics.items())
-            if m.get("model") == rep.model and m.get("protocol") == rep.protocol
-        ]
-        label = matches[0][0] if matches else f"{rep.model} @ {rep.protocol}"
-        m = matches[0][1] if matches else {}
-        rows.append(Row(label, f"{rep.wa_key} (paper WA {rep.source})", rep.wa, lookup(m, rep.wa_key), tolerance))
-        rows.append(Row(label, f"{rep.ua_key} (paper UA {rep.source})", rep.ua, lookup(m, rep.ua_key), tolerance))
+    for rep in paper.REPORTED:
+        m = paper.reproduction(rep, metrics) or {}
+        rows.append(Row(rep.experiment, f"{rep.wa_key} (paper WA {rep.source})", rep.wa, lookup(m, rep.wa_key),
+                        tolerance))
+        rows.append(Row(rep.experiment, f"{rep.ua_key} (paper UA {rep.source})", rep.ua, lookup(m, rep.ua_key),
+                        tolerance))
     return rows
+
+
+BANNER = "synthetic corpora: these numbers say nothing about the paper"
+
+
+def corpus_banner(metrics: Mapping[str, dict], corpora: Mapping[str, dict], corpora_dir: Path) -> list[str]:
+    """Returns the lines to print above a paper comparison: a banner when a compared corpus is synthetic."""
+    compared = {rep.corpus for rep in paper.REPORTED if rep.experiment in metrics}
+    synthetic = [c for c in results.synthetic_corpora(corpora) if c in compared]
+    unknown = sorted(compared - set(corpora))
+    if unknown:
+        log.warning("corpora without a fingerprint in %s, so maybe synthetic: %s; run `sdcaff fingerprint`",
+                    corpora_dir, ", ".join(unknown))
+    if not synthetic:
+        return []
+    log.warning("synthetic corpora compared with the paper: %s (fingerprints in %s); these numbers say nothing "
+                "about the paper", ", ".join(synthetic), corpora_dir)
+    line = f"!!! {BANNER} ({', '.join(synthetic)}) !!!"
+    return ["!" * len(line), line, "!" * len(line), ""]
 
 
 def record(metrics: dict[str, dict], tolerance: float, profile: str | None) -> dict:
@@ -159,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     p = params.load("check", CheckParams)
     metrics_dir = Path(args.metrics_dir or p.metrics_dir)
     expected_path = Path(args.expected or p.expected)
-    metrics = load_metrics(metrics_dir)
+    metrics = results.load_metrics(metrics_dir)
     log.info("read %d metrics files from %s", len(metrics), metrics_dir)
     if args.record:
         if not metrics:
@@ -171,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.against == "paper":
         rows = compare_paper(metrics, args.tolerance if args.tolerance is not None else p.paper_tolerance)
+        corpora_dir = Path(p.corpora_dir)
+        for line in corpus_banner(metrics, results.load_corpora(corpora_dir), corpora_dir):
+            print(line)
     else:
         try:
             expected = json.loads(expected_path.read_text())

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Mapping
 
-from sdcaff import env, params, plots, tables
-from sdcaff.errors import SdcaffError
+from sdcaff import params, plots, results, tables
 from sdcaff.files import atomic_path
 from sdcaff.plots import PlotsParams
+from sdcaff.results import ResultsFileError
 
 log = logging.getLogger(__name__)
 
@@ -43,93 +42,65 @@ class ReportParams:
     plots: PlotsParams = dataclasses.field(default_factory=PlotsParams)
 
 
-class ReportInputError(SdcaffError):
-    """A metrics or fingerprint file is missing, not JSON, or lacks a key; the message names the file."""
-
-
 def load_records(metrics_dir: Path) -> dict[str, dict]:
-    """Returns {experiment: record} from every <metrics_dir>/*.json, each checked for the keys the report reads."""
-    paths = sorted(metrics_dir.glob("*.json"))
-    if not paths:
-        raise ReportInputError(f"{metrics_dir}: no metrics files (*.json); run `sdcaff evaluate` first")
-    records: dict[str, dict] = {}
-    sources: dict[str, Path] = {}
-    for path in paths:
-        record = read_json(path)
-        check_record(record, path)
-        name = record["experiment"]
-        if name in records:
-            raise ReportInputError(f"{path}: experiment '{name}' is also in {sources[name]}")
-        records[name], sources[name] = record, path
+    """Returns {experiment: record} from <metrics_dir>/<experiment>.json, each checked for what the report reads."""
+    records = results.load_metrics(metrics_dir, check_record)
+    if not records:
+        raise ResultsFileError(f"{metrics_dir}: no metrics files (*.json); run `sdcaff evaluate` first")
     return records
 
 
-def read_json(path: Path) -> dict:
-    """Returns the JSON object in `path`; unreadable, invalid or non-object content names the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ReportInputError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f"{path}:{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else str(path)
-        raise ReportInputError(f"{where}: not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ReportInputError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def check_record(record: dict, path: Path) -> None:
-    """Raises ReportInputError naming `path` and the key when the record lacks what the tables read."""
-    for key in REQUIRED:
-        if key not in record:
-            raise ReportInputError(f"{path}: missing key '{key}'")
-    for metric in ("wa", "ua"):
-        for key in REQUIRED_AGGREGATES:
-            if not isinstance(record[metric], dict) or key not in record[metric]:
-                raise ReportInputError(f"{path}: missing key '{metric}.{key}'")
+    """Raises ResultsFileError naming `path` and the key when the record lacks what the tables read."""
+    results.require(record, path, REQUIRED)
+    results.require(record, path, [f"{m}.{k}" for m in ("wa", "ua") for k in REQUIRED_AGGREGATES])
     if not isinstance(record["per_fold"], list) or not record["per_fold"]:
-        raise ReportInputError(f"{path}: 'per_fold' must be a non-empty list of units")
+        raise ResultsFileError(f"{path}: 'per_fold' must be a non-empty list of units")
     for i, unit in enumerate(record["per_fold"]):
         for key in REQUIRED_UNIT:
             if not isinstance(unit, dict) or key not in unit:
-                raise ReportInputError(f"{path}: missing key 'per_fold[{i}].{key}'")
-
-
-def load_corpora(corpora_dir: Path) -> dict[str, dict]:
-    """Returns {corpus: fingerprint} from <corpora_dir>/*.json (empty when the directory is absent)."""
-    found = {}
-    for path in sorted(corpora_dir.glob("*.json")):
-        data = read_json(path)
-        if "synthetic" not in data:
-            raise ReportInputError(f"{path}: missing key 'synthetic'")
-        found[str(data.get("corpus", path.stem))] = data
-    return found
+                raise ResultsFileError(f"{path}: missing key 'per_fold[{i}].{key}'")
 
 
 def provenance(records: Mapping[str, dict], corpora: Mapping[str, dict]) -> str:
-    """Returns the provenance section: commit, profiles, seeds, metric commits and the corpora used."""
+    """Returns the provenance section: metrics files, profiles, seeds, environments and the corpora used."""
     profiles = sorted({str(r.get("profile")) for r in records.values()})
     seeds = sorted({tuple(r["seeds"]) for r in records.values()})
-    commits = sorted({str(r.get("env", {}).get("commit")) for r in records.values()})
     lines = [
         "## Provenance",
         "",
-        f"- report written at commit `{env.git_commit()}` from {len(records)} metrics files",
-        f"- metrics produced at commit(s): {', '.join(f'`{c}`' for c in commits)}",
+        # No commit id here: REPORT.md is tracked, and must come out byte-identical at whatever commit rebuilds it.
+        f"- written from {len(records)} metrics files; the code and results are those of the commit that "
+        "committed these files (`git log -1 -- results/`)",
         f"- profile(s): {', '.join(profiles)}",
         f"- seeds: {'; '.join(', '.join(str(s) for s in group) for group in seeds)}",
+        environments(records),
     ]
     if not corpora:
         lines.append("- corpora: no fingerprint files found, so whether the corpora were real is unknown")
+    synthetic = results.synthetic_corpora(corpora)
     for name, fp in sorted(corpora.items()):
-        kind = "SYNTHETIC (generated by `sdcaff synth`)" if fp["synthetic"] else "licensed release"
+        kind = "SYNTHETIC (generated by `sdcaff synth`)" if name in synthetic else "licensed release"
         lines.append(f"- corpus `{name}`: {kind}, {fp.get('files', '?')} files, "
                      f"sha256 `{str(fp.get('sha256', '?'))[:12]}`")
     lines.append("")
-    if any(fp["synthetic"] for fp in corpora.values()):
+    if synthetic:
         lines += ["**The corpora are synthetic.** These numbers test that the pipeline runs end to end; they "
                   "are NOT comparable with the paper's and say nothing about SD-CAFF on real speech.", ""]
     return "\n".join(lines)
+
+
+def environments(records: Mapping[str, dict]) -> str:
+    """Returns the provenance line listing each `env` field's values over the metrics files that record one."""
+    values: dict[str, set[str]] = {}
+    for record in records.values():
+        env = record.get("env")
+        for key, value in (env.items() if isinstance(env, dict) else ()):
+            if key != "commit":  # files written before provenance moved out still carry one
+                values.setdefault(key, set()).add(str(value))
+    if not values:
+        return "- environment: not recorded in the metrics files"
+    return "- environment: " + "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in values.items())
 
 
 READING_GUIDE = """## How to read these numbers
@@ -204,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     """Returns 0 after writing the tables, the figures and REPORT.md."""
     p = params.load("report", ReportParams)
     records = load_records(Path(p.metrics_dir))
-    corpora = load_corpora(Path(p.corpora_dir))
+    corpora = results.load_corpora(Path(p.corpora_dir))
     units = sum(len(r["per_fold"]) for r in records.values())
     log.info("read %d metrics files (%d seed x fold units) from %s and %d corpus fingerprints from %s",
              len(records), units, p.metrics_dir, len(corpora), p.corpora_dir)

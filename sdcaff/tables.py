@@ -8,10 +8,9 @@ from typing import Mapping
 
 import pandas as pd
 
-from sdcaff import stats
-from sdcaff.check import lookup
+from sdcaff import paper, stats
 from sdcaff.files import atomic_path
-from sdcaff.paper import REPORTED
+from sdcaff.results import lookup
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +93,17 @@ def variant_order(found: set[str], names: Mapping[str, str]) -> list[str]:
 def paper_table(records: Mapping[str, Mapping]) -> pd.DataFrame:
     """Returns one row per published number: reported, reproduced the same way, and the difference."""
     rows = []
-    for rep in REPORTED:
-        hit = find(records, rep.model, rep.protocol)
+    for rep in paper.REPORTED:
+        hit = paper.reproduction(rep, records)
         row = {"result": rep.name, "corpus": rep.corpus, "protocol": rep.protocol, "aggregation": rep.how,
-               "keys": f"{rep.wa_key} / {rep.ua_key}", "experiment": hit[0] if hit else NOT_RUN}
+               "keys": f"{rep.wa_key} / {rep.ua_key}", "experiment": rep.experiment if hit is not None else NOT_RUN}
         for metric, reported, key in (("WA", rep.wa, rep.wa_key), ("UA", rep.ua, rep.ua_key)):
-            got = lookup(hit[1], key) if hit else None
+            got = lookup(hit, key) if hit is not None else None
             row[f"{metric} reported"] = pct(reported)
-            row[f"{metric} reproduced"] = pct(got) if hit else NOT_RUN
+            row[f"{metric} reproduced"] = pct(got) if hit is not None else NOT_RUN
             row[f"{metric} difference"] = pct(None if got is None else got - reported)
         row["source"] = rep.source
-        row["units"] = str(len(hit[1].get("per_fold", []))) if hit else DASH
+        row["units"] = str(len(hit.get("per_fold", []))) if hit is not None else DASH
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 
@@ -6,8 +7,8 @@ from sdcaff import check, cli
 from sdcaff.paper import REPORTED
 
 
-def metrics(exp, wa, ua, model="sdcaff", protocol="iemocap-authors", authors=None):
-    m = {"experiment": exp, "model": model, "protocol": protocol, "profile": "quick", "seeds": [1],
+def metrics(exp, wa, ua, model="sdcaff", protocol="iemocap-authors", authors=None, variant="sdcaff"):
+    m = {"experiment": exp, "model": model, "variant": variant, "protocol": protocol, "profile": "quick", "seeds": [1],
          "wa": {"pooled": wa, "fold_mean": wa + 0.1, "fold_std": 1.0},
          "ua": {"pooled": ua, "fold_mean": ua + 0.1, "fold_std": 1.0}}
     if authors:
@@ -75,19 +76,136 @@ def test_missing_expectations_file_is_a_clear_error(project, capsys):
     assert "expectations file not found" in capsys.readouterr().err
 
 
+def write(root, name, record):
+    (root / f"results/metrics/{name}.json").write_text(json.dumps(record))
+
+
+def paper_line(out, experiment, key):
+    return next(x for x in out.splitlines() if x.startswith(experiment + " ") and key in x)
+
+
 def test_against_paper_uses_the_matching_aggregation(project, capsys):
     head = REPORTED[0]
-    (project / "results/metrics/h.json").write_text(json.dumps(
-        metrics("h", 10.0, 10.0, authors=(head.wa + 1.0, head.ua - 1.5))))
+    write(project, "iemocap-authors", metrics("iemocap-authors", 10.0, 10.0, authors=(head.wa + 1.0, head.ua - 1.5)))
     for path in (project / "results/metrics").glob("[ab].json"):
         path.unlink()
     cli.main(["check", "--against", "paper"])
     out = capsys.readouterr().out
-    wa_line = next(x for x in out.splitlines() if "authors.wa" in x)
-    ua_line = next(x for x in out.splitlines() if "authors.ua" in x)
+    wa_line = paper_line(out, "iemocap-authors", "authors.wa")
+    ua_line = paper_line(out, "iemocap-authors", "authors.ua")
     assert "+1.00" in wa_line and wa_line.rstrip().endswith("ok")
     assert "-1.50" in ua_line and ua_line.rstrip().endswith("ok")
-    assert "MISSING" in out  # no baseline runs here: the confusion-matrix rows cannot pass
+    assert "MISSING" in paper_line(out, "cnn-iemocap-authors", "wa.pooled")  # no comparison runs here
     cli.main(["check", "--against", "paper", "--tolerance", "1.2"])
     out = capsys.readouterr().out
-    assert next(x for x in out.splitlines() if "authors.ua" in x).rstrip().endswith("FAIL (lower)")
+    assert paper_line(out, "iemocap-authors", "authors.ua").rstrip().endswith("FAIL (lower)")
+
+
+def test_against_paper_compares_the_experiments_the_paper_table_uses(project, capsys):
+    # Every SD-CAFF variant has model `sdcaff`: matching on model picked add-iemocap-authors (first by name)
+    # for the headline and missed the CNN, LSTM and CRNN runs, whose model is `sdcaff` too.
+    write(project, "add-iemocap-authors", metrics("add-iemocap-authors", 11.0, 12.0, authors=(13.0, 14.0),
+                                                  variant="add"))
+    write(project, "iemocap-authors", metrics("iemocap-authors", 71.0, 72.0, authors=(73.0, 74.0)))
+    write(project, "msp-improv-authors", metrics("msp-improv-authors", 51.0, 52.0, authors=(53.0, 54.0),
+                                                 protocol="msp-improv-authors"))
+    for variant, wa in (("cnn", 61.0), ("lstm", 62.0), ("crnn", 63.0)):
+        name = f"{variant}-iemocap-authors"
+        write(project, name, metrics(name, wa, wa - 5.0, variant=variant))
+    cli.main(["check", "--against", "paper"])
+    out = capsys.readouterr().out
+    assert "add-iemocap-authors" not in out and "MISSING" not in out
+    assert "73.00" in paper_line(out, "iemocap-authors", "authors.wa")
+    assert "72.00" in paper_line(out, "iemocap-authors", "ua.pooled")
+    assert "54.00" in paper_line(out, "msp-improv-authors", "authors.ua")
+    for variant, wa in (("cnn", 61.0), ("lstm", 62.0), ("crnn", 63.0)):
+        assert f"{wa:.2f}" in paper_line(out, f"{variant}-iemocap-authors", "wa.pooled")
+        assert f"{wa - 5.0:.2f}" in paper_line(out, f"{variant}-iemocap-authors", "ua.pooled")
+
+
+def test_against_paper_refuses_an_experiment_run_under_another_protocol(project, capsys):
+    write(project, "cnn-iemocap-authors", metrics("cnn-iemocap-authors", 61.0, 60.0, protocol="iemocap-loso"))
+    assert cli.main(["check", "--against", "paper"]) == 1
+    err = capsys.readouterr().err
+    assert "cnn-iemocap-authors.json: protocol 'iemocap-loso'" in err and "'iemocap-authors'" in err
+
+
+def fingerprint(root, corpus, synthetic):
+    (root / "results/corpora").mkdir(parents=True, exist_ok=True)
+    (root / f"results/corpora/{corpus}.json").write_text(json.dumps({"corpus": corpus, "synthetic": synthetic}))
+
+
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_against_paper_says_loudly_when_the_corpora_are_synthetic(project, capsys, caplog, synthetic):
+    write(project, "iemocap-authors", metrics("iemocap-authors", 71.0, 72.0, authors=(73.0, 74.0)))
+    fingerprint(project, "iemocap", synthetic)
+    with caplog.at_level(logging.WARNING, logger="sdcaff.check"):
+        cli.main(["check", "--against", "paper"])
+    out = capsys.readouterr().out
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if synthetic:
+        assert out.index(check.BANNER) < out.index("experiment ")  # above the table
+        assert any("synthetic corpora compared with the paper: iemocap" in m for m in warned)
+    else:
+        assert check.BANNER not in out and not any("synthetic" in m for m in warned)
+
+
+def test_against_paper_warns_when_a_compared_corpus_has_no_fingerprint(project, capsys, caplog):
+    write(project, "msp-improv-authors", metrics("msp-improv-authors", 51.0, 52.0, protocol="msp-improv-authors"))
+    fingerprint(project, "iemocap", False)
+    with caplog.at_level(logging.WARNING, logger="sdcaff.check"):
+        cli.main(["check", "--against", "paper"])
+    assert check.BANNER not in capsys.readouterr().out
+    assert any("without a fingerprint" in r.getMessage() and "msp-improv" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.reliability("check input")
+@pytest.mark.parametrize("verb", [["check"], ["check", "--against", "paper"], ["check", "--record"]])
+def test_a_saved_copy_beside_a_regressed_file_fails_naming_both(project, capsys, verb):
+    # The old good file kept as a.prev.json sorted after a.json and silently replaced the regression.
+    good = project / "results/metrics/a.json"
+    (project / "results/metrics/a.prev.json").write_text(good.read_text())
+    shift(project, "a", "wa", -10.0)
+    assert cli.main(verb) == 1
+    err = capsys.readouterr().err
+    assert "results/metrics/a.json, results/metrics/a.prev.json: experiment 'a' is in 2 files" in err
+    assert "Traceback" not in err
+
+
+BAD_FILES = {
+    "empty list": ("a.json", b"[]", "a.json: expected a JSON object, got list"),
+    "non-UTF-8": ("a.json", b'{"experiment": "a", "model": "\xff\xfe"}', "a.json: not UTF-8 text"),
+    "syntax": ("a.json", b'{\n  "experiment": "a",\n  "wa": {"pooled": 1.0,\n}\n', "a.json:4: not valid JSON"),
+    "name differs from field": ("c.json", json.dumps(metrics("zz", 1.0, 1.0)).encode(),
+                                "c.json: holds experiment 'zz', but a metrics file must be named <experiment>.json"),
+    "stray non-record": ("notes.json", b'{"note": "tried lr 1e-3"}', "notes.json: missing key 'experiment'"),
+    "experiment not a string": ("c.json", b'{"experiment": 3}', "c.json: 'experiment' must be a string"),
+}
+
+
+@pytest.mark.reliability("check input")
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_metrics_files_are_errors_naming_the_file(project, capsys, case):
+    name, content, message = BAD_FILES[case]
+    (project / "results/metrics" / name).write_bytes(content)
+    assert cli.main(["check"]) == 1
+    err = capsys.readouterr().err
+    assert f"sdcaff check: error: results/metrics/{message}" in err
+
+
+@pytest.mark.reliability("check input")
+def test_two_misnamed_files_of_one_experiment_are_a_duplicate(project, capsys):
+    for name in ("c-old", "c-new"):
+        write(project, name, metrics("c", 1.0, 1.0))
+    assert cli.main(["check"]) == 1
+    err = capsys.readouterr().err
+    assert "results/metrics/c-new.json, results/metrics/c-old.json: experiment 'c' is in 2 files" in err
+
+
+def test_check_needs_only_the_keys_it_reads(project, capsys):
+    # Provenance (train_seconds, env, params_hash) leaves the metrics files; nothing here may need it.
+    write(project, "b", {"experiment": "b", "wa": {"pooled": 40.0, "fold_mean": 40.1},
+                         "ua": {"pooled": 38.5, "fold_mean": 38.6}})
+    assert cli.main(["check"]) == 0
+    assert "8 metrics within tolerance" in capsys.readouterr().out

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sdcaff import cli, params, plots, report
+from sdcaff import cli, env, params, plots, report, results
 from test_tables import make_record, study
 
 PARAMS = {"report": {
@@ -123,27 +123,61 @@ def test_missing_key_names_file_and_key(tmp_path, drop, key):
         node = node[int(part)] if part.isdigit() else node[part]
     del node[parts[-1]]
     (tmp_path / "e.json").write_text(json.dumps(rec))
-    with pytest.raises(report.ReportInputError, match=rf"e\.json: missing key {re.escape(key)}"):
+    with pytest.raises(results.ResultsFileError, match=rf"e\.json: missing key {re.escape(key)}"):
         report.load_records(tmp_path)
 
 
 def test_no_metrics_and_duplicate_experiments_are_errors(tmp_path):
-    with pytest.raises(report.ReportInputError, match="no metrics files"):
+    with pytest.raises(results.ResultsFileError, match="no metrics files"):
         report.load_records(tmp_path)
     rec = make_record("e", "sdcaff", "iemocap-loso")
     (tmp_path / "a.json").write_text(json.dumps(rec))
     (tmp_path / "b.json").write_text(json.dumps(rec))
-    with pytest.raises(report.ReportInputError, match=r"b\.json: experiment 'e' is also in .*a\.json"):
+    with pytest.raises(results.ResultsFileError, match=r"a\.json, .*b\.json: experiment 'e' is in 2 files"):
         report.load_records(tmp_path)
+
+
+@pytest.mark.reliability("check input")
+def test_report_refuses_a_stray_copy_as_check_does(workdir, fake_draw, capsys):
+    metrics = workdir / "results" / "metrics"
+    (metrics / "iemocap-loso.prev.json").write_text((metrics / "iemocap-loso.json").read_text())
+    assert cli.main(["report"]) == 1
+    err = capsys.readouterr().err
+    assert "results/metrics/iemocap-loso.json, results/metrics/iemocap-loso.prev.json: experiment" in err
+    assert not (workdir / "results" / "REPORT.md").exists()
 
 
 def test_corrupt_fingerprint_is_named(tmp_path):
     (tmp_path / "iemocap.json").write_text("[1, 2]")
-    with pytest.raises(report.ReportInputError, match=r"iemocap\.json: expected a JSON object"):
-        report.load_corpora(tmp_path)
+    with pytest.raises(results.ResultsFileError, match=r"iemocap\.json: expected a JSON object"):
+        results.load_corpora(tmp_path)
     (tmp_path / "iemocap.json").write_text("{}")
-    with pytest.raises(report.ReportInputError, match=r"iemocap\.json: missing key 'synthetic'"):
-        report.load_corpora(tmp_path)
+    with pytest.raises(results.ResultsFileError, match=r"iemocap\.json: missing key 'synthetic'"):
+        results.load_corpora(tmp_path)
+
+
+def test_report_names_no_commit_and_is_the_same_at_any_commit(workdir, fake_draw, monkeypatch):
+    monkeypatch.setattr(env, "git_commit", lambda *a, **k: "1111111")
+    assert cli.main(["report"]) == 0
+    first = (workdir / "results" / "REPORT.md").read_bytes()
+    monkeypatch.setattr(env, "git_commit", lambda *a, **k: "2222222")
+    assert cli.main(["report"]) == 0
+    text = (workdir / "results" / "REPORT.md").read_text()
+    assert text.encode() == first
+    assert "1111111" not in text and "c0ffee" not in text  # nor the commits old metrics files carry
+    assert "the commit that committed these files" in text
+
+
+def test_provenance_lists_the_metrics_environment_when_present():
+    recs = {name: rec for name, rec in study().items() if name in ("iemocap-loso", "cnn-iemocap-loso")}
+    recs["iemocap-loso"]["env"] = {"torch": "2.5.0", "cpu": "x86_64", "threads": 2, "commit": "c0ffee"}
+    recs["cnn-iemocap-loso"]["env"] = {"torch": "2.5.0", "cpu": "arm64", "threads": 2}
+    text = report.provenance(recs, {})
+    assert "- environment: torch 2.5.0; cpu arm64, x86_64; threads 2" in text and "c0ffee" not in text
+    for rec in recs.values():  # provenance moved out of the metrics files: nothing here may need it
+        for key in ("env", "train_seconds", "params_hash"):
+            rec.pop(key, None)
+    assert "- environment: not recorded in the metrics files" in report.provenance(recs, {})
 
 
 def test_project_params_name_every_experiment_variant():

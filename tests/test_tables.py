@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from sdcaff import stats, tables
+from sdcaff import check, paper, stats, tables
+from sdcaff.errors import SdcaffError
 
 NAMES = {"sdcaff": "SD-CAFF", "cnn": "CNN branch only"}
 
@@ -83,7 +84,7 @@ def test_paper_table_reproduced_cells_come_from_the_named_keys():
     assert head["WA difference"] == f"{auth['wa'] - 75.78:.2f}"
     assert head["units"] == "10"
     cnn = row(frame, "result", "CNN branch only, confusion matrix")
-    assert cnn["experiment"] == "cnn-iemocap-authors"  # looked up by variant, not by model
+    assert cnn["experiment"] == "cnn-iemocap-authors"  # the experiment paper.REPORTED names, not by model
     assert cnn["WA reproduced"] == f"{recs['cnn-iemocap-authors']['wa']['pooled']:.2f}"
     lstm = row(frame, "result", "LSTM branch only (RNN), confusion matrix")
     assert (lstm["WA reproduced"], lstm["UA difference"], lstm["experiment"]) == ("not run", "–", "not run")
@@ -125,10 +126,37 @@ def test_variants_table_without_n_train_leaves_the_corrected_t_out():
 
 
 def test_records_without_variant_fall_back_to_the_model_name():
-    rec = make_record("iemocap-authors", "sdcaff", "iemocap-authors")
+    rec = make_record("iemocap-loso", "sdcaff", "iemocap-loso")
     del rec["variant"]
-    frame = tables.paper_table({"iemocap-authors": rec})
-    assert row(frame, "result", "SD-CAFF, IEMOCAP (headline)")["experiment"] == "iemocap-authors"
+    rec["model"] = "ecapa"
+    assert tables.find({"iemocap-loso": rec}, "ecapa", "iemocap-loso") == ("iemocap-loso", rec)
+
+
+def test_paper_table_and_check_compare_the_same_experiments():
+    # Every SD-CAFF variant has model `sdcaff`: the additive-fusion run must not stand in for the headline.
+    recs = study()
+    recs["add-iemocap-authors"] = make_record("add-iemocap-authors", "add", "iemocap-authors", shift=-20.0)
+    recs["lstm-iemocap-authors"] = make_record("lstm-iemocap-authors", "lstm", "iemocap-authors", shift=-5.0)
+    frame = tables.paper_table(recs)
+    rows = check.compare_paper(recs, 2.0)
+    assert len(rows) == 2 * len(frame) == 2 * len(paper.REPORTED)
+    for i, rep in enumerate(paper.REPORTED):
+        table_row = frame.iloc[i]
+        wa, ua = rows[2 * i], rows[2 * i + 1]
+        assert wa.experiment == ua.experiment == rep.experiment
+        assert table_row["experiment"] == (rep.experiment if rep.experiment in recs else tables.NOT_RUN)
+        assert table_row["WA reproduced"] == (tables.NOT_RUN if wa.got is None else tables.pct(wa.got))
+        assert table_row["UA reproduced"] == (tables.NOT_RUN if ua.got is None else tables.pct(ua.got))
+    head = row(frame, "result", "SD-CAFF, IEMOCAP (headline)")
+    assert head["experiment"] == "iemocap-authors"
+    assert head["WA reproduced"] == f"{recs['iemocap-authors']['authors']['wa']:.2f}"
+    assert row(frame, "result", "LSTM branch only (RNN), confusion matrix")["experiment"] == "lstm-iemocap-authors"
+
+
+def test_paper_table_refuses_a_named_experiment_run_under_another_protocol():
+    recs = {"cnn-iemocap-authors": make_record("cnn-iemocap-authors", "cnn", "iemocap-loso")}
+    with pytest.raises(SdcaffError, match=r"cnn-iemocap-authors\.json: protocol 'iemocap-loso'"):
+        tables.paper_table(recs)
 
 
 def test_protocol_gap_separates_selection_from_leakage():
