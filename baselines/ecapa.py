@@ -70,6 +70,9 @@ class Ecapa(nn.Module):
                            fused=embedding.squeeze(1))
 
 
+Params = EcapaParams  # the model-module contract: `Params` and `build` (docs/adding-a-model.md)
+
+
 def build(p: EcapaParams) -> Ecapa:
     """Returns a freshly initialised ECAPA-TDNN classifier; raises ParamsError if `p` is inconsistent."""
     problems = p.problems()

@@ -36,6 +36,9 @@ class MfccLinear(nn.Module):
         return ModelOutput(emotion=logits, gender=None, emotion_center=logits, gender_center=None, fused=statistics)
 
 
+Params = LinearParams  # the model-module contract: `Params` and `build` (docs/adding-a-model.md)
+
+
 def build(p: LinearParams) -> MfccLinear:
     """Returns a freshly initialised MFCC-statistics linear classifier."""
     return MfccLinear(p)

@@ -142,7 +142,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     """Adds machine_info["sdcaff"]: versions, GPU and driver, CPU model, commit, shapes, rounds, timer, load."""
     settings = load_settings(config)
-    record = env.record()
+    record = env.provenance()  # a timing file is a measurement of one run: its commit and host belong in it
     record["device"] = settings.device.type
     record["gpu"] = torch.cuda.get_device_name(settings.device) if settings.device.type == "cuda" else None
     record.update(bench.hardware_names(settings.device.type))

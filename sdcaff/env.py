@@ -1,4 +1,11 @@
-"""Seeding, thread pinning, device choice and the environment record every result carries."""
+"""Seeding, thread pinning, device choice, the environment record results carry, and run provenance.
+
+Two records, kept apart on purpose. record() is what a number depends on (versions, device, CPU, thread
+count): it goes into outputs DVC caches or git tracks, and is the same on every run on one machine.
+provenance() adds what changes from run to run (commit, host, start time, wall times): it is written by
+write_provenance() under artifacts/provenance/, which no stage depends on, so a new commit or a slower
+run never makes a cached output out of date.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,10 @@ import logging
 import os
 import platform
 import random
+import socket
 import subprocess
+import time
+from pathlib import Path
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
@@ -81,7 +91,7 @@ def git_commit() -> str:
 
 
 def record() -> dict[str, Any]:
-    """Returns versions, device and commit: the provenance stored beside every result."""
+    """Returns versions, device, CPU and threads: what a result depends on, the same on every run here."""
     import torch
 
     rec: dict[str, Any] = {
@@ -93,12 +103,30 @@ def record() -> dict[str, Any]:
         "gpu": None,
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "commit": git_commit(),
     }
     if torch.cuda.is_available():
         rec["device"] = "cuda"
         rec["gpu"] = torch.cuda.get_device_name(0)
     return rec
+
+
+PROVENANCE_DIR = Path("artifacts/provenance")  # git-ignored, outside every DVC output, read by no stage
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Returns record() plus what differs between runs: commit, host, time written, and `extra` (wall times)."""
+    return {**record(), "commit": git_commit(), "host": socket.gethostname(),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+
+
+def write_provenance(relative: str | Path, root: Path = PROVENANCE_DIR, **extra: Any) -> Path:
+    """Returns the path of <root>/<relative>.json after writing provenance(**extra) there."""
+    from sdcaff.files import atomic_path
+
+    path = Path(root) / f"{relative}.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(provenance(**extra), indent=2, default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def params_hash(obj: Any) -> str:

@@ -37,7 +37,7 @@ class Unit:
     predictions: pd.DataFrame  # PREDICTION_COLUMNS + p_<class>, one row per test row
 
 
-def read_unit(directory: Path, expected_hash: str, experiment: str, classes: list[str]) -> tuple[dict, pd.DataFrame]:
+def read_unit(directory: Path, key: dict, experiment: str, classes: list[str]) -> tuple[dict, pd.DataFrame]:
     """Returns a finished unit's result record and test predictions; an unfinished or stale unit raises."""
     done = directory / "done"
     if not done.is_file():
@@ -47,9 +47,9 @@ def read_unit(directory: Path, expected_hash: str, experiment: str, classes: lis
         result = json.loads(result_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{result_path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
-    if result.get("config_hash") != expected_hash:
-        raise SdcaffError(f"{result_path}: trained under other settings than params.yaml now gives; "
-                          f"run `sdcaff train --experiment {experiment}`")
+    if not isinstance(result, dict) or result.get("key_hash") != env.params_hash(key):
+        raise SdcaffError(f"{directory}: unit was trained on other {stale_parts(result, key)} than the current "
+                          f"ones; run `sdcaff train --experiment {experiment}` (or `dvc repro`) to retrain it")
     predictions = pd.read_csv(predictions_path, dtype={"utt_id": str, "true": str, "predicted": str},
                               keep_default_na=False)
     expected_columns = list(PREDICTION_COLUMNS) + [f"p_{c}" for c in classes]
@@ -62,6 +62,22 @@ def read_unit(directory: Path, expected_hash: str, experiment: str, classes: lis
             raise ManifestError(f"{predictions_path}:{line}: {column} {predictions.loc[bad, column].iloc[0]!r} "
                                 f"is not one of {classes}")
     return result, predictions
+
+
+def stale_parts(result: dict, key: dict) -> str:
+    """Returns which parts of a unit's key differ from `key`, in words (changed input files by name)."""
+    stored = result.get("key") if isinstance(result, dict) else None
+    if not isinstance(stored, dict):
+        return "inputs (its result.json records no key: written by an older sdcaff)"
+    parts = []
+    changed = sorted(p for p in set(stored.get("inputs", {})) | set(key["inputs"])
+                     if stored.get("inputs", {}).get(p) != key["inputs"].get(p))
+    if changed:
+        parts.append("inputs (" + ", ".join(changed) + ")")
+    for name, words in (("config", "settings"), ("code", "training code"), ("versions", "library versions")):
+        if stored.get(name) != key[name]:
+            parts.append(words)
+    return " and ".join(parts) or "settings"
 
 
 def summarise(config: train.Config, split: Split, units: list[Unit]) -> dict[str, Any]:
@@ -124,9 +140,12 @@ def summarise(config: train.Config, split: Split, units: list[Unit]) -> dict[str
     record.update({
         "profile": config.profile,
         "params_hash": env.params_hash({**config.record(), "seeds": seeds, "folds": record["folds"]}),
-        "train_seconds": sum(u.result["seconds"] for u in units),
+        # The content of the feature and split files every unit was trained on: two metrics files with
+        # different inputs never describe the same data, whatever their names say.
+        "inputs": units[0].result["key"]["inputs"],
+        "key_hash": units[0].result["key_hash"],
         "options": units[0].result["options"],  # device, AMP, compile of the training run
-        "env": units[0].result["env"],
+        "env": units[0].result["env"],  # versions, CPU, threads; commit and wall times: artifacts/provenance
     })
     return _rounded(record)
 
@@ -142,6 +161,18 @@ def _rounded(value: Any) -> Any:
     return value
 
 
+def train_seconds(config: train.Config, units: list[Unit]) -> float:
+    """Returns the units' training wall time from their provenance records (0 for a unit without one)."""
+    total = 0.0
+    for unit in units:
+        path = env.PROVENANCE_DIR / "train" / config.experiment / f"seed_{unit.seed}_fold_{unit.fold}.json"
+        try:
+            total += float(json.loads(path.read_text(encoding="utf-8")).get("seconds", 0.0))
+        except (OSError, ValueError):
+            pass  # provenance informs; a missing or unreadable record never stops evaluation
+    return total
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds --experiment to the verb's parser."""
     parser.add_argument("--experiment", required=True, help="a key of params.yaml `experiments`")
@@ -152,11 +183,11 @@ def run(args: argparse.Namespace) -> int:
     p = params.load("evaluate", EvaluateParams)
     config = train.load_config(args.experiment)
     split = read_split(train.split_path(config))
-    expected = config.hash()
+    key = train.unit_key(config, split)
     units = []
     for seed, fold in train.plan(config, split):
         directory = train.unit_dir(config.experiment, seed, fold)
-        result, predictions = read_unit(directory, expected, config.experiment, split.classes)
+        result, predictions = read_unit(directory, key, config.experiment, split.classes)
         units.append(Unit(seed, fold, result, predictions))
     log.info("read %d units (%d test predictions) of %s under %s", len(units),
              sum(len(u.predictions) for u in units), config.experiment, train.RUNS_DIR / config.experiment)
@@ -168,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
     with atomic_path(predictions_path) as tmp:
         pooled = pd.concat([u.predictions for u in units], ignore_index=True)
         pooled.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+    env.write_provenance(Path("evaluate") / config.experiment, metrics=metrics_path.as_posix(),
+                         units=len(units), train_seconds=round(train_seconds(config, units), 3))
     log.info("wrote %s (WA pooled %.2f, UA fold mean %.2f over %d units) and %s (%d rows)", metrics_path,
              record["wa"]["pooled"], record["ua"]["fold_mean"], len(units), predictions_path, len(pooled))
     return 0

@@ -14,11 +14,12 @@ import importlib
 import json
 import logging
 import logging.handlers
+import math
 import multiprocessing
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sdcaff import env, metrics, params
+from sdcaff import digest, env, metrics, params
 from sdcaff.data.loader import Features, Split, UtteranceDataset, load_features, make_loader, read_split
 from sdcaff.errors import ParamsError, SdcaffError
 from sdcaff.files import atomic_path
@@ -41,23 +42,36 @@ SPLITS_DIR = Path("artifacts/splits")
 FEATURES_DIR = Path("artifacts/features")
 RUNS_DIR = Path("artifacts/runs")
 
-# Model name (experiments.<exp>.model) -> its params dataclass and its builder. A baseline's sizes
-# come from the profile's `baselines.<model>` block, plus the keys of the profile's `model` block the
-# dataclass also has (n_classes, ...); experiments.<exp>.model_params overrides both.
-# Each entry is (module, params class name); the module also has build(params). Modules are imported
-# on first use: importing SpeechBrain costs every stage process ~1 s and sets global torch flags.
-MODELS: dict[str, tuple[str, str]] = {
-    "sdcaff": ("sdcaff.model", "ModelParams"),
-    "ecapa": ("baselines.ecapa", "EcapaParams"),
-    "mfcc-linear": ("baselines.mfcc_linear", "LinearParams"),
-}
+# A model is a file: experiments.<exp>.model names its module by path from the repository root
+# (`sdcaff/model`, `baselines/ecapa.py`), which is also that experiment's only model dep in dvc.yaml.
+# The module has a frozen dataclass `Params` (its sizes) and `build(params) -> nn.Module` whose
+# forward(static, dynamic) returns sdcaff.model.ModelOutput (docs/adding-a-model.md). Its sizes come
+# from the profile's `baselines.<path>` block (the `model` block for SD-CAFF), plus the keys of the
+# profile's `model` block the dataclass also has (n_classes, ...); experiments.<exp>.model_params
+# overrides both. Modules are imported on first use: SpeechBrain costs a process ~1 s and sets torch flags.
+SDCAFF_MODEL = "sdcaff/model"
+
+# The code a unit's numbers depend on besides its model's module. Each train stage in dvc.yaml lists
+# these files as deps (tests/test_dvc.py checks), and a unit's key covers their content.
+TRAINING_CODE = ("sdcaff.train", "sdcaff.data.loader", "sdcaff.metrics", "sdcaff.losses", "sdcaff.env")
 
 
-def model_entry(name: str) -> tuple[type, Callable[[Any], nn.Module]]:
-    """Returns the params dataclass and the builder of model `name` (a key of MODELS)."""
-    module_name, params_name = MODELS[name]
-    module = importlib.import_module(module_name)
-    return getattr(module, params_name), module.build
+def module_name(model: str) -> str:
+    """Returns the dotted module name of a model path (`baselines/ecapa.py` -> `baselines.ecapa`)."""
+    path = PurePosixPath(model)
+    if path.is_absolute() or ".." in path.parts or not path.parts or path.suffix not in ("", ".py"):
+        raise ValueError(f"model '{model}' is not a module path from the repository root "
+                         f"(e.g. {SDCAFF_MODEL} or baselines/ecapa.py)")
+    return ".".join(path.with_suffix("").parts)
+
+
+def model_entry(model: str) -> tuple[type, Callable[[Any], nn.Module]]:
+    """Returns the params dataclass and the builder of the model module at path `model`."""
+    module = importlib.import_module(module_name(model))
+    missing = [name for name in ("Params", "build") if not hasattr(module, name)]
+    if missing:
+        raise ValueError(f"model module {module.__file__} lacks {' and '.join(missing)} (docs/adding-a-model.md)")
+    return module.Params, module.build
 
 
 # Experiment groups that train every seed of the profile; the others train its first secondary_seeds.
@@ -86,6 +100,29 @@ class TrainParams:
     num_workers: int = 0  # loader processes; 0 keeps loading in the training process
     jobs: int = 1  # units trained at once, each in its own process with env.threads // jobs threads
 
+    def problems(self) -> list[str]:
+        """Returns what is out of range, in words; empty when every value can train."""
+        found = []
+        if self.epochs < 1:
+            found.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:  # batch norm after pooling cannot normalise a batch of one
+            found.append(f"batch_size must be at least 2, got {self.batch_size}")
+        for name in ("lr", "weight_decay", "lr_drop_factor"):
+            value = getattr(self, name)
+            low_ok = value > 0 if name != "weight_decay" else value >= 0
+            if not math.isfinite(value) or not low_ok:
+                found.append(f"{name} must be a finite number {'>= 0' if name == 'weight_decay' else '> 0'}, "
+                             f"got {value}")
+        if not self.seeds:
+            found.append("seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            found.append(f"seeds {list(self.seeds)} repeat a seed")
+        if self.jobs < 1 or self.secondary_seeds < 1:
+            found.append("jobs and secondary_seeds must be at least 1")
+        if self.num_workers < 0:
+            found.append(f"num_workers must be at least 0, got {self.num_workers}")
+        return found
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSets:
@@ -97,7 +134,7 @@ class FeatureSets:
 class Experiment:
     protocol: str  # split files artifacts/splits/<protocol>.csv + .json
     features: FeatureSets
-    model: str = "sdcaff"  # a key of MODELS
+    model: str = SDCAFF_MODEL  # the model module's path (see SDCAFF_MODEL); dvc.yaml reads it, so params name it
     variant: str = "sdcaff"  # the report's row: the same id under every protocol (cnn, no-dyrelu, ecapa, ...)
     group: Literal["headline", "cross-corpus", "comparison", "baseline", "ablation"] = "headline"
     model_params: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of profiles.<p>.model
@@ -133,7 +170,7 @@ class Config:
         }
 
     def hash(self) -> str:
-        """Returns a short hash of record(): equal hashes, equal unit results."""
+        """Returns a short hash of record(), the settings part of a unit's key (unit_key adds inputs and code)."""
         return env.params_hash(self.record())
 
 
@@ -165,18 +202,19 @@ def load_config(experiment: str, path: str | Path | None = None) -> Config:
                           f"known: {', '.join(sorted(experiments))}")
     keypath = ("experiments", experiment)
     spec = params.build(Experiment, experiments[experiment], path, lines, keypath)
-    if spec.model not in MODELS:
-        raise ParamsError(f"{path}:{lines[keypath + ('model',)]}: unknown model '{spec.model}'; "
-                          f"known: {', '.join(sorted(MODELS))}")
-    params_cls, _ = model_entry(spec.model)
+    where = f"{path}:{lines.get(keypath + ('model',), lines[keypath])}"
+    try:
+        params_cls, _ = model_entry(spec.model)
+    except ModuleNotFoundError as exc:
+        raise ParamsError(f"{where}: model '{spec.model}': no module {module_name(spec.model)} ({exc})") from exc
+    except ValueError as exc:
+        raise ParamsError(f"{where}: {exc}") from exc
     shared = {f.name for f in dataclasses.fields(params_cls)}
     base_model = {k: v for k, v in section["model"].items() if k in shared}
-    if spec.model != "sdcaff":
-        baselines = section.get("baselines") or {}
-        if spec.model not in baselines:
-            raise ParamsError(f"{path}:{lines[('profiles', profile)]}: profile '{profile}' lacks a "
-                              f"'baselines.{spec.model}' block (the sizes of model '{spec.model}')")
-        base_model = merge(base_model, baselines[spec.model])
+    if spec.model != SDCAFF_MODEL:
+        # A model without a sizes block in this profile trains at its dataclass defaults.
+        sizes = (section.get("baselines") or {}).get(spec.model) or {}
+        base_model = merge(base_model, sizes)
         # Checked on its own first, so an error in it is named at its own line.
         params.build(params_cls, base_model, path, lines, ("profiles", profile, "baselines", spec.model))
     # The profile's blocks are checked above, so an error in a merged block is the experiment's override.
@@ -186,10 +224,14 @@ def load_config(experiment: str, path: str | Path | None = None) -> Config:
     if problems:
         raise ParamsError(f"{path}:{lines[keypath]}: experiment '{experiment}' model: " + "; ".join(problems))
     train = params.build(TrainParams, merge(section["train"], spec.train), path, lines, keypath + ("train",))
-    if train.jobs < 1 or train.secondary_seeds < 1:
-        raise ParamsError(f"{path}:{lines[('profiles', profile, 'train')]}: train.jobs and train.secondary_seeds "
-                          f"must be at least 1")
+    if train.problems():
+        line = lines.get(keypath + ("train",), lines[("profiles", profile, "train")])
+        raise ParamsError(f"{path}:{line}: experiment '{experiment}' train (profile '{profile}' with its "
+                          f"overrides): " + "; ".join(train.problems()))
     env_params = params.build(env.EnvParams, data.get("env", {}), path, lines, ("env",))
+    if env_params.threads < 1:
+        raise ParamsError(f"{path}:{lines.get(('env', 'threads'), 1)}: env.threads must be at least 1, "
+                          f"got {env_params.threads}")
     # A unit's numbers depend on its thread count, so its share of the pinned threads is one of its settings.
     env_params = dataclasses.replace(env_params, threads=max(1, env_params.threads // train.jobs))
     return Config(experiment, profile, spec, model_params, train, env_params)
@@ -241,9 +283,20 @@ def plan(config: Config, split: Split) -> list[tuple[int, int]]:
     return [(seed, fold) for seed in seeds for fold in folds]
 
 
-def unit_hash(config: Config, options: Options) -> str:
-    """Returns the hash a finished unit's `done` marker holds: settings plus AMP/compile options."""
-    return env.params_hash({"config": config.record(), "amp": options.amp, "compile": options.compile})
+def unit_key(config: Config, split: Split) -> dict:
+    """Returns everything a unit's result depends on: settings, and the content of its inputs and code."""
+    inputs = [*feature_paths(config), split.csv_path, split.csv_path.with_suffix(".json")]
+    return {
+        "config": config.record(),
+        "inputs": {p.as_posix(): digest.file_md5(p) for p in inputs},
+        "code": digest.code_digest([*TRAINING_CODE, module_name(config.spec.model)]),
+        "versions": {"torch": str(torch.__version__), "numpy": np.__version__},
+    }
+
+
+def unit_hash(key: dict, options: Options) -> str:
+    """Returns the hash a finished unit's `done` marker holds: its key plus the AMP/compile options."""
+    return env.params_hash({"key": key, "amp": options.amp, "compile": options.compile})
 
 
 def is_done(directory: Path, expected_hash: str) -> bool:
@@ -343,7 +396,8 @@ def train_unit(config: Config, split: Split, features: Features, seed: int, fold
                runs_dir: Path = RUNS_DIR) -> dict:
     """Returns the unit's result record after training it (or finishing it from resume.pt) and writing its files."""
     directory = unit_dir(config.experiment, seed, fold, runs_dir)
-    expected = unit_hash(config, options)
+    key = unit_key(config, split)
+    expected = unit_hash(key, options)
     env.configure(config.env)
     env.seed_everything(seed)
     p, classes, n_classes = config.train, split.classes, len(split.classes)
@@ -368,7 +422,7 @@ def train_unit(config: Config, split: Split, features: Features, seed: int, fold
         "valid": make_loader(datasets["valid"], p.batch_size, False, num_workers=p.num_workers),
         "test": make_loader(datasets["test"], p.batch_size, False, num_workers=p.num_workers),
     }
-    selection, history = Selection(rule), []
+    selection, history, seconds = Selection(rule), [], []
     resume = _load_resume(directory, expected)
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -379,12 +433,14 @@ def train_unit(config: Config, split: Split, features: Features, seed: int, fold
         torch.set_rng_state(resume["torch_rng"])
         if options.device.type == "cuda":
             torch.cuda.set_rng_state_all(resume["cuda_rng"])
-        history = resume["history"]
+        history, seconds = resume["history"], resume["seconds"]
         selection = Selection(rule, resume["selection_epoch"], tuple(resume["selection_key"]),
                               resume["selection_state"])
         log.info("%s: resuming after epoch %d of %d", directory, len(history) - 1, p.epochs)
     elif directory.exists():
-        shutil.rmtree(directory)  # a stale or half-finished unit under other settings
+        # Trained under other settings, inputs or code, or half-finished before its first epoch was saved.
+        log.info("%s: not trained on the current inputs and settings: training it anew", directory)
+        shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
     for epoch in range(len(history), p.epochs):
@@ -408,24 +464,29 @@ def train_unit(config: Config, split: Split, features: Features, seed: int, fold
             "train_wa": train["wa"], "train_ua": train["ua"],
             "valid_wa": valid["wa"], "valid_ua": valid["ua"],
             "test_wa": test["wa"], "test_ua": test["ua"], "test_ua_authors": test["ua_authors"],
-            "lr": lr, "seconds": time.perf_counter() - start,
+            "lr": lr,
         }
         selection.offer(epoch, row, model)
         history.append(row)
+        # Wall times never enter the unit's files (DVC caches them): they go to its provenance record.
+        seconds.append(time.perf_counter() - start)
         _save_resume(directory, expected, model, loss_fn, optimizer, scheduler, generator, options, history,
-                     selection)
+                     seconds, selection)
         log.info(
             "%s seed %d fold %d epoch %d/%d: loss %.4f, valid WA %.2f UA %.2f%s, lr %.1e, %.1f s",
             config.experiment, seed, fold, epoch + 1, p.epochs, loss, valid["wa"], valid["ua"],
             f", test WA {test['wa']:.2f} UA {test['ua']:.2f}" if test["wa"] is not None else "",
-            lr, row["seconds"],
+            lr, seconds[-1],
         )
 
     model.load_state_dict(selection.state)
     test_true, test_prob = predict(model, loaders["test"], options)
-    result = _result(config, split, seed, fold, selection, history, test_true, test_prob, options, expected)
+    result = _result(config, split, seed, fold, selection, history, test_true, test_prob, options, key, expected)
     _write_unit(directory, config, split, seed, fold, selection, history, test_prob, result)
-    return result
+    env.write_provenance(Path("train") / config.experiment / f"seed_{seed}_fold_{fold}",
+                         runs_dir.parent / "provenance", unit=directory.as_posix(), unit_hash=expected,
+                         epoch_seconds=[round(s, 3) for s in seconds], seconds=round(sum(seconds), 3))
+    return {**result, "seconds": sum(seconds)}  # for the caller's progress line only
 
 
 def _load_resume(directory: Path, expected: str) -> dict | None:
@@ -438,7 +499,8 @@ def _load_resume(directory: Path, expected: str) -> dict | None:
 
 
 def _save_resume(directory: Path, expected: str, model: nn.Module, loss_fn: nn.Module, optimizer, scheduler,
-                 generator: torch.Generator, options: Options, history: list[dict], selection: Selection) -> None:
+                 generator: torch.Generator, options: Options, history: list[dict], seconds: list[float],
+                 selection: Selection) -> None:
     """Writes resume.pt: weights, optimiser, scheduler, RNG states and history after the last epoch."""
     # Training draws randomness only from torch: the shuffling generator and the global RNG (dropout);
     # Python's and NumPy's generators are not used after seeding, so they need no saving.
@@ -452,6 +514,7 @@ def _save_resume(directory: Path, expected: str, model: nn.Module, loss_fn: nn.M
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if options.device.type == "cuda" else [],
         "history": history,
+        "seconds": seconds,
         "selection_epoch": selection.epoch,
         "selection_key": list(selection.key),
         "selection_state": selection.state,
@@ -461,7 +524,7 @@ def _save_resume(directory: Path, expected: str, model: nn.Module, loss_fn: nn.M
 
 
 def _result(config: Config, split: Split, seed: int, fold: int, selection: Selection, history: list[dict],
-            test_true: np.ndarray, test_prob: np.ndarray, options: Options, expected: str) -> dict:
+            test_true: np.ndarray, test_prob: np.ndarray, options: Options, key: dict, expected: str) -> dict:
     """Returns the unit's result record (percent): selected epoch, its test scores, and the authors' maxima."""
     n_classes = len(split.classes)
     test_pred = test_prob.argmax(axis=1)
@@ -484,7 +547,8 @@ def _result(config: Config, split: Split, seed: int, fold: int, selection: Selec
         result["last_epoch"] = {"epoch": len(history) - 1, "wa": last["test_wa"], "ua": last["test_ua"],
                                 "ua_authors": last["test_ua_authors"]}
     result.update({
-        "seconds": sum(r["seconds"] for r in history), "config_hash": config.hash(), "unit_hash": expected,
+        # What the unit was trained on, so evaluate can refuse it once any of it changes (and say what).
+        "key": key, "key_hash": env.params_hash(key), "unit_hash": expected,
         "options": options.record(), "env": env.record(),
     })
     return result
@@ -605,7 +669,7 @@ def run(args: argparse.Namespace) -> int:
             if unknown:
                 raise SdcaffError(f"{flag} {unknown}: not among experiment '{config.experiment}' units {units}")
             units = [u for u in units if u[index] in values]
-    expected = unit_hash(config, options)
+    expected = unit_hash(unit_key(config, split), options)
     todo = [u for u in units if not is_done(unit_dir(config.experiment, *u), expected)]
     log.info("read %s (%d rows, %d folds, selection %s); %d of %d units to train (profile %s, device %s)",
              split.csv_path, len(split.rows), split.sidecar["folds"], split.sidecar["selection"], len(todo),

@@ -70,21 +70,20 @@ def test_mfcc_linear_is_linear_in_the_utterance_statistics():
         model(torch.randn(2, 1, 6, 30), None)
 
 
-@pytest.mark.parametrize("model", ["mfcc-linear", "ecapa"])
+@pytest.mark.parametrize("model", ["baselines/mfcc_linear.py", "baselines/ecapa.py"])
 def test_baselines_train_and_evaluate_like_sdcaff(tmp_path, monkeypatch, model):
     monkeypatch.chdir(tmp_path)
     fake_study.write_study(tmp_path)
     loss = {"emotion_weight": 1.0, "gender_weight": 0.0, "center_weight": 0.0}
     experiments = {"base": {"protocol": "honest", "features": {"train": "iemocap", "test": "iemocap"},
-                            "model": model, "variant": model, "group": "baseline", "folds": [0],
+                            "model": model, "variant": "base", "group": "baseline", "folds": [0],
                             "train": {"loss": loss}}}
     fake_study.write_params(tmp_path / "params.yaml", experiments=experiments)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     # The fake study's maps are 12 x 40: ECAPA reads them as 12 filterbanks.
     params["profiles"]["tiny"]["baselines"] = {
-        "ecapa": {"n_mels": fake_study.N_MFCC, "channels": [8, 8, 8, 8, 24], "attention_channels": 4,
-                  "lin_neurons": 6},
-        "mfcc-linear": {},
+        "baselines/ecapa.py": {"n_mels": fake_study.N_MFCC, "channels": [8, 8, 8, 8, 24], "attention_channels": 4,
+                               "lin_neurons": 6},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     config = train.load_config("base")
@@ -92,16 +91,30 @@ def test_baselines_train_and_evaluate_like_sdcaff(tmp_path, monkeypatch, model):
     assert cli.main(["train", "--experiment", "base"]) == 0
     assert cli.main(["evaluate", "--experiment", "base"]) == 0
     record = json.loads((tmp_path / "results/metrics/base.json").read_text())
-    assert record["model"] == model and record["variant"] == model and record["group"] == "baseline"
+    assert record["model"] == model and record["variant"] == "base" and record["group"] == "baseline"
     rows = pd.read_csv(tmp_path / "artifacts/splits/honest.csv")
     fold = rows[rows["fold"] == 0]
     assert record["per_fold"][0]["n_train"] == (fold["role"] == "train").sum()
     assert record["per_fold"][0]["n"] == (fold["role"] == "test").sum()
 
 
-def test_a_profile_without_the_baselines_block_is_named(tmp_path):
+def test_a_model_without_a_sizes_block_takes_its_defaults(tmp_path):
     experiments = {"base": {"protocol": "honest", "features": {"train": "iemocap", "test": "iemocap"},
-                            "model": "ecapa"}}
+                            "model": "baselines/ecapa.py"}}
     fake_study.write_params(tmp_path / "params.yaml", experiments=experiments)
-    with pytest.raises(ParamsError, match=r"params.yaml:\d+: profile 'tiny' lacks a 'baselines.ecapa' block"):
+    config = train.load_config("base", tmp_path / "params.yaml")
+    assert config.model_params == ecapa.EcapaParams()  # the recipe's sizes; n_classes is the profile's 4
+
+
+@pytest.mark.parametrize("model, message", [
+    ("baselines/resnet.py", r"params.yaml:\d+: model 'baselines/resnet.py': no module baselines.resnet"),
+    ("sdcaff/losses.py", r"params.yaml:\d+: model module .*losses.py lacks Params and build"),
+    ("../elsewhere.py", r"params.yaml:\d+: model '../elsewhere.py' is not a module path from the repository root"),
+    ("baselines/ecapa.txt", r"is not a module path"),
+])
+def test_a_bad_model_path_is_named_with_file_and_line(tmp_path, model, message):
+    experiments = {"base": {"protocol": "honest", "features": {"train": "iemocap", "test": "iemocap"},
+                            "model": model}}
+    fake_study.write_params(tmp_path / "params.yaml", experiments=experiments)
+    with pytest.raises(ParamsError, match=message):
         train.load_config("base", tmp_path / "params.yaml")

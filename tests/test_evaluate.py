@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import fake_study
-from sdcaff import cli, train
+from sdcaff import cli, env, train
 from sdcaff.data.loader import read_split
 from sdcaff.evaluate import Unit, summarise
 
@@ -29,8 +29,8 @@ def predictions(fold: int, seed: int, true: list[str], pred: list[str]) -> pd.Da
     return frame
 
 
-def result(config_hash: str, authors: dict, last: dict) -> dict:
-    return {"selected_epoch": 2, "authors": authors, "last_epoch": last, "seconds": 1.5, "config_hash": config_hash,
+def result(key: dict, authors: dict, last: dict) -> dict:
+    return {"selected_epoch": 2, "authors": authors, "last_epoch": last, "key": key, "key_hash": env.params_hash(key),
             "options": {"device": "cpu", "amp": False, "compile": False}, "env": {"torch": "test"}}
 
 
@@ -39,13 +39,15 @@ def study(in_tmp):
     """params.yaml, a test_max split with two folds, and both units of seed 7 finished by hand."""
     fake_study.write_params(in_tmp / "params.yaml")
     ids = fake_study.utt_ids("iemocap", 16)
+    fake_study.write_features(in_tmp / "artifacts/features/iemocap.pt", ids)
     fake_study.write_split(in_tmp / "artifacts/splits", "random", fake_study.split_rows(ids, ids, 2, True), "test_max")
     config = train.load_config("authors")
+    key = train.unit_key(config, read_split(train.split_path(config)))
     for fold, (true, pred, authors, last) in UNITS.items():
         directory = train.unit_dir("authors", 7, fold)
         directory.mkdir(parents=True)
         predictions(fold, 7, true, pred).to_csv(directory / "predictions.csv", index=False)
-        (directory / "result.json").write_text(json.dumps(result(config.hash(), authors, last)))
+        (directory / "result.json").write_text(json.dumps(result(key, authors, last)))
         (directory / "done").write_text("finished\n")
     return in_tmp, config
 
@@ -53,7 +55,7 @@ def study(in_tmp):
 def test_pooled_and_fold_mean_are_computed_apart(study):
     root, config = study
     split = read_split(root / "artifacts/splits/random.csv")
-    units = [Unit(7, fold, result("h", a, last), predictions(fold, 7, t, p))
+    units = [Unit(7, fold, result({"inputs": {}}, a, last), predictions(fold, 7, t, p))
              for fold, (t, p, a, last) in UNITS.items()]
     metrics = summarise(config, split, units)
     assert metrics["wa"] == {"pooled": pytest.approx(66.6667), "fold_mean": 62.5, "fold_std": pytest.approx(17.6777)}
@@ -75,9 +77,14 @@ def test_evaluate_writes_the_metrics_schema_and_pooled_predictions(study):
     assert list(metrics) == [
         "experiment", "model", "variant", "group", "protocol", "train_corpus", "test_corpus", "labels", "seeds", "folds", "n", "wa", "ua",
         "per_fold", "per_seed", "confusion", "selection", "selected_by", "authors", "last_epoch", "profile",
-        "params_hash", "train_seconds", "options", "env",
+        "params_hash", "inputs", "key_hash", "options", "env",
     ]
-    assert (metrics["experiment"], metrics["model"], metrics["protocol"]) == ("authors", "sdcaff", "random")
+    assert (metrics["experiment"], metrics["model"], metrics["protocol"]) == ("authors", "sdcaff/model", "random")
+    # The inputs' content, and nothing that differs between runs or commits: provenance is kept apart.
+    assert set(metrics["inputs"]) == {"artifacts/features/iemocap.pt", "artifacts/splits/random.csv",
+                                      "artifacts/splits/random.json"}
+    assert "commit" not in metrics["env"] and "train_seconds" not in metrics
+    assert json.loads((root / "artifacts/provenance/evaluate/authors.json").read_text())["commit"]
     assert (metrics["train_corpus"], metrics["test_corpus"], metrics["selection"]) == ("iemocap", "iemocap", "test_max")
     assert metrics["labels"] == fake_study.CLASSES and metrics["seeds"] == [7] and metrics["profile"] == "tiny"
     assert set(metrics["wa"]) == set(metrics["ua"]) == {"pooled", "fold_mean", "fold_std"}
@@ -102,7 +109,7 @@ def test_units_trained_under_other_settings_are_refused(study, capsys):
     root, _ = study
     fake_study.write_params(root / "params.yaml", train={**fake_study.TINY_TRAIN, "lr": 1.0e-3})
     assert cli.main(["evaluate", "--experiment", "authors"]) == 1
-    assert "trained under other settings" in capsys.readouterr().err
+    assert "fold_0: unit was trained on other settings than the current ones" in capsys.readouterr().err
 
 
 def test_bad_prediction_labels_name_file_and_line(study, capsys):

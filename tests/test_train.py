@@ -1,4 +1,5 @@
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,8 +11,8 @@ import torch
 import yaml
 
 import fake_study
-from sdcaff import cli, train
-from sdcaff.data.loader import UtteranceDataset, load_features, make_loader
+from sdcaff import cli, digest, train
+from sdcaff.data.loader import UtteranceDataset, load_features, make_loader, read_split
 from sdcaff.errors import ParamsError
 from sdcaff.losses import LossParams, MultiTaskLoss
 from sdcaff.model import ModelParams, build
@@ -56,7 +57,11 @@ def test_units_write_their_files_and_done_last(trained):
             assert names == ["checkpoint.pt", "done", "log.csv", "predictions.csv", "result.json"]
             assert (directory / "done").stat().st_mtime_ns >= (directory / "result.json").stat().st_mtime_ns
             log = pd.read_csv(directory / "log.csv")
-            assert list(log.columns) == METRIC_COLUMNS + ["seconds"]
+            # No wall times in the unit's files (DVC caches them): they are in its provenance record.
+            assert list(log.columns) == METRIC_COLUMNS
+            provenance = json.loads((trained / "artifacts/provenance/train" / experiment /
+                                     f"seed_7_fold_{fold}.json").read_text())
+            assert len(provenance["epoch_seconds"]) == 3 and provenance["commit"]
             assert log["epoch"].tolist() == [0, 1, 2]
             predictions = pd.read_csv(directory / "predictions.csv")
             assert list(predictions.columns) == ["utt_id", "fold", "seed", "true", "predicted"] + [
@@ -265,7 +270,7 @@ def test_experiments_override_only_what_differs(tmp_path):
     "experiment, message",
     [
         ({"protocol": "random", "features": {"train": "iemocap", "test": "iemocap"}, "model": "resnet"},
-         r"params\.yaml:\d+: unknown model 'resnet'"),
+         r"params\.yaml:\d+: model 'resnet': no module resnet"),
         ({"protocol": "random", "features": {"train": "iemocap"}},
          r"params\.yaml:\d+: .*lacks the required key 'test'"),
         ({"protocol": "random", "features": {"train": "iemocap", "test": "iemocap"}, "train": {"epoch": 3}},
@@ -337,3 +342,116 @@ def test_unknown_seed_or_fold_is_refused(trained, monkeypatch, capsys):
     assert "--fold [5]: not among experiment 'authors' units" in capsys.readouterr().err
     assert cli.main(["train", "--experiment", "authors", "--amp", "--device", "cpu"]) == 1
     assert "--amp" in capsys.readouterr().err
+
+
+def _swap_labels(root: Path) -> None:
+    """Swaps neutral and sad in the honest split, as a label-file edit upstream would."""
+    path = root / "artifacts/splits/honest.csv"
+    rows = pd.read_csv(path)
+    rows["label"] = rows["label"].map({"neutral": "sad", "sad": "neutral"}).fillna(rows["label"])
+    rows.to_csv(path, index=False, lineterminator="\n")
+
+
+def _new_features(root: Path) -> None:
+    """Rewrites the feature file with other values for the same utterances, as a features setting would."""
+    fake_study.write_features(root / "artifacts/features/iemocap.pt", fake_study.utt_ids("iemocap", 48), seed=5)
+
+
+def _new_folds(root: Path) -> None:
+    """Rewrites the honest split with its folds drawn the other way round, as a protocol change would."""
+    ids = fake_study.utt_ids("iemocap", 48)
+    rows = fake_study.split_rows(ids, ids, 2, valid_is_test=False)
+    rows["fold"] = 1 - rows["fold"]
+    rows = rows.sort_values(["fold", "role", "utt_id"], kind="mergesort", ignore_index=True)
+    fake_study.write_split(root / "artifacts/splits", "honest", rows, "valid")
+
+
+@pytest.mark.reliability("stale cache")
+@pytest.mark.parametrize("change", [_swap_labels, _new_features, _new_folds], ids=["labels", "features", "split"])
+def test_a_unit_whose_inputs_changed_is_refused_then_retrained_to_the_fresh_numbers(trained, tmp_path, monkeypatch,
+                                                                                  capsys, change):
+    # A persisted unit under the same settings but other inputs: evaluate refuses it, train retrains it.
+    stale, clean = tmp_path / "stale", tmp_path / "clean"
+    shutil.copytree(trained, stale)
+    change(stale)
+    monkeypatch.chdir(stale)
+    assert cli.main(["evaluate", "--experiment", "honest"]) == 1
+    err = capsys.readouterr().err
+    assert "seed_7/fold_0: unit was trained on other inputs (artifacts/" in err and "sdcaff train" in err
+    assert cli.main(["train", "--experiment", "honest"]) == 0
+    assert cli.main(["evaluate", "--experiment", "honest"]) == 0
+    # A clean run on the changed inputs gives the same bytes: nothing of the old units survived.
+    clean.mkdir()
+    for name in ("artifacts/features", "artifacts/splits", "params.yaml"):
+        (shutil.copytree if (stale / name).is_dir() else shutil.copy)(stale / name, clean / name)
+    monkeypatch.chdir(clean)
+    assert cli.main(["train", "--experiment", "honest"]) == 0
+    assert cli.main(["evaluate", "--experiment", "honest"]) == 0
+    for fold in (0, 1):
+        assert outcome(unit(stale, "honest", fold=fold)) == outcome(unit(clean, "honest", fold=fold))
+    for name in ("results/metrics/honest.json", "results/predictions/honest.csv"):
+        assert (stale / name).read_bytes() == (clean / name).read_bytes(), name
+    assert (stale / "results/metrics/honest.json").read_bytes() != (trained / "results/metrics/honest.json").read_bytes()
+
+
+@pytest.mark.reliability("stale cache")
+def test_a_resume_state_saved_on_other_inputs_is_not_resumed(trained, tmp_path, monkeypatch, caplog):
+    shutil.copytree(trained, tmp_path / "study")
+    root = tmp_path / "study"
+    monkeypatch.chdir(root)
+    config = train.load_config("honest")
+    directory = unit(root, "honest", fold=0)
+    # A unit killed after its first epoch under the current inputs would resume ...
+    real_epoch = train.train_epoch
+    shutil.rmtree(directory)
+    monkeypatch.setattr(train, "train_epoch", _dying_after(1, real_epoch))
+    assert cli.main(["train", "--experiment", "honest", "--fold", "0"]) == 130
+    assert (directory / "resume.pt").is_file()
+    # ... but its inputs change before the rerun: it starts again from epoch 0.
+    _new_features(root)
+    monkeypatch.setattr(train, "train_epoch", real_epoch)
+    with caplog.at_level("INFO"):
+        assert cli.main(["train", "--experiment", "honest", "--fold", "0"]) == 0
+    assert "resuming" not in caplog.text and "training it anew" in caplog.text
+    assert config.train.epochs == len(pd.read_csv(directory / "log.csv"))
+
+
+def _dying_after(epochs: int, real):
+    """Returns train_epoch that raises KeyboardInterrupt once `epochs` epochs have run (a kill)."""
+    count = {"n": 0}
+
+    def epoch(*args, **kwargs):
+        if count["n"] == epochs:
+            raise KeyboardInterrupt
+        count["n"] += 1
+        return real(*args, **kwargs)
+    return epoch
+
+
+def test_the_key_covers_settings_inputs_and_code_but_not_which_units_run(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained)
+    config = train.load_config("honest")
+    split = read_split(train.split_path(config))
+    key = train.unit_key(config, split)
+    assert set(key) == {"config", "inputs", "code", "versions"}
+    assert set(key["inputs"]) == {"artifacts/features/iemocap.pt", "artifacts/splits/honest.csv",
+                                  "artifacts/splits/honest.json"}
+    assert key["inputs"]["artifacts/features/iemocap.pt"] == hashlib.md5(
+        (trained / "artifacts/features/iemocap.pt").read_bytes()).hexdigest()  # DVC's own checksum
+    more = dataclasses.replace(config, train=dataclasses.replace(config.train, seeds=(7, 8), jobs=2))
+    assert train.unit_key(more, split) == key
+    # Another model module's code is another key, even at the same settings.
+    assert digest.code_digest(["sdcaff.model"]) != digest.code_digest(["baselines.ecapa"])
+    assert key["code"] == digest.code_digest([*train.TRAINING_CODE, "sdcaff.model"])
+
+
+def test_train_stages_depend_on_the_code_the_key_covers():
+    # dvc.yaml's train deps and TRAINING_CODE name the same files, and each stage its own model module only.
+    repo = Path(__file__).resolve().parents[1]
+    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    code = [d for d in stage["deps"] if not d.startswith("artifacts/")]
+    assert code == [m.replace(".", "/") + ".py" for m in train.TRAINING_CODE] + ["${item.model}"]
+    experiments = yaml.safe_load((repo / "params.yaml").read_text())["experiments"]
+    for name, entry in experiments.items():
+        assert (repo / entry["model"]).exists(), name  # dvc.yaml reads the path, so every entry names one
+        assert train.module_name(entry["model"]) in {"sdcaff.model", "baselines.ecapa", "baselines.mfcc_linear"}

@@ -1,0 +1,52 @@
+"""Content digests: what a cached result's key covers (files by their bytes, code by its source).
+
+DVC keys a stage on the md5 of every dep; a trained unit is keyed the same way, so a unit is served
+from artifacts/runs only while its feature files, split files and training code are the ones it saw.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import os
+from pathlib import Path
+
+CHUNK = 1 << 20  # read files in 1 MiB pieces: feature files of the full corpora are hundreds of MB
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """Returns the md5 of a file's bytes (DVC's own checksum for a file dep)."""
+    path = Path(path)
+    stat = path.stat()
+    return _file_md5(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_md5(path: str, size: int, mtime_ns: int) -> str:
+    """Returns the md5 of `path`, remembered per (path, size, mtime): a rewritten file is read again."""
+    digest = hashlib.md5()
+    with open(path, "rb") as stream:
+        while block := stream.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def module_files(name: str) -> list[Path]:
+    """Returns the source files of module `name`: its file, or every .py file under a package's folder."""
+    module = importlib.import_module(name)
+    origin = Path(module.__file__)
+    if origin.name == "__init__.py":
+        return sorted(origin.parent.rglob("*.py"))
+    return [origin]
+
+
+def code_digest(names: list[str] | tuple[str, ...]) -> str:
+    """Returns one md5 over the source of the named modules, each file named by its module path."""
+    digest = hashlib.md5()
+    for name in sorted(set(names)):
+        module_root = Path(importlib.import_module(name.split(".")[0]).__file__).parent.parent
+        for path in module_files(name):
+            digest.update(path.relative_to(module_root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
