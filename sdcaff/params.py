@@ -15,11 +15,45 @@ from sdcaff.errors import ParamsError
 
 T = TypeVar("T")
 DEFAULT_PATH = "params.yaml"
+# The profile in use lives in its own file beside the params file, so that `dvc exp run -S
+# profile.yaml:profile=paper` rewrites two lines, not the whole commented params.yaml.
+PROFILE_FILE = "profile.yaml"
 
 
 def params_path() -> Path:
     """Returns the params file in use: $SDCAFF_PARAMS, else ./params.yaml."""
     return Path(os.environ.get("SDCAFF_PARAMS", DEFAULT_PATH))
+
+
+def profile_name(path: str | os.PathLike | None = None) -> str:
+    """Returns the profile in use, a key of `profiles`: profile.yaml's beside the params file, else the file's own."""
+    path = Path(path) if path is not None else params_path()
+    data, lines = read(path)
+    beside = path.parent / PROFILE_FILE
+    if beside.is_file():
+        chosen, chosen_lines = read(beside)
+        for key in chosen:
+            if key != "profile":
+                raise ParamsError(
+                    f"{beside}:{chosen_lines[(key,)]}: unknown key '{key}'; {PROFILE_FILE} holds only 'profile'"
+                )
+        if "profile" in data:
+            # Two sources of truth: DVC interpolates ${profile} from profile.yaml, so the other would be ignored.
+            raise ParamsError(
+                f"{path}:{lines[('profile',)]}: 'profile' is set here and in {_where(beside, chosen_lines, ('profile',))}; "
+                f"keep it in {beside} only"
+            )
+        where, name = _where(beside, chosen_lines, ("profile",)), chosen.get("profile")
+    else:
+        where, name = _where(path, lines, ("profile",)), data.get("profile")
+    if not isinstance(name, str):
+        raise ParamsError(f"{where}: 'profile' must name one of the profiles, got {name!r}")
+    profiles = data.get("profiles")
+    if not isinstance(profiles, dict):
+        raise ParamsError(f"{path}: missing section 'profiles'")
+    if name not in profiles:
+        raise ParamsError(f"{where}: unknown profile '{name}'; known: {', '.join(sorted(profiles))}")
+    return name
 
 
 def read(path: str | os.PathLike | None = None) -> tuple[dict, dict[tuple, int]]:

@@ -298,6 +298,17 @@ def test_profile_errors_name_file_and_line(tmp_path):
         load_params(path=write_params(tmp_path, inconsistent))
 
 
+def test_default_profile_comes_from_profile_yaml_beside_params(tmp_path, monkeypatch, capsys):
+    text = "profiles:\n  small:\n    model:\n      lstm_hidden: 8\n  one:\n    model:\n      lstm_hidden: 16\n"
+    path = write_params(tmp_path, text)
+    (tmp_path / "profile.yaml").write_text("profile: one\n")
+    assert load_params(path=path) == ("one", ModelParams(lstm_hidden=16))
+    assert load_params("small", path) == ("small", ModelParams(lstm_hidden=8))  # an explicit name still wins
+    monkeypatch.setenv("SDCAFF_PARAMS", str(write_params(tmp_path, "profile: small\n" + text)))
+    assert cli.main(["model-info"]) == 1
+    assert "'profile' is set here and in" in capsys.readouterr().err
+
+
 # --- learning ----------------------------------------------------------------------------------------
 
 

@@ -312,6 +312,62 @@ def test_named_protocol_only_and_unknown_protocol_is_an_error(in_tmp, monkeypatc
     assert "unknown protocol(s) iemocap-random" in capsys.readouterr().err
 
 
+def test_named_protocol_reads_only_the_manifests_of_its_corpora(in_tmp, monkeypatch, capsys):
+    # What lets dvc.yaml's splits@<protocol> depend on its own corpora only: no other manifest is opened.
+    iemocap = iemocap_frame({"neu": 40, "sad": 30, "ang": 20, "exc": 25, "hap": 10}, {"neu": 15, "ang": 10})
+    write_manifest(iemocap, in_tmp / "artifacts/manifest/iemocap.csv")
+    monkeypatch.setenv("SDCAFF_PARAMS", str(REPO_PARAMS))
+    assert cli.main(["splits", "--protocol", "iemocap-authors"]) == 0
+    assert sorted(p.name for p in (in_tmp / "artifacts/splits").iterdir()) == ["iemocap-authors.csv", "iemocap-authors.json"]
+    assert cli.main(["splits", "--protocol", "iemocap-to-msp-improv"]) == 1
+    assert "sdcaff manifest --corpus msp-improv" in capsys.readouterr().err
+
+
+def test_write_keeps_the_previous_pair_when_either_file_fails(tmp_path, monkeypatch):
+    rows = pd.DataFrame({c: ["x"] for c in splits.SPLIT_COLUMNS})
+    csv_path, json_path = splits.write(tmp_path, "p", rows, {"run": 1})
+    before = {p.name: p.read_bytes() for p in (csv_path, json_path)}
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    # The CSV is complete by the time the sidecar fails: it must not replace the old CSV on its own.
+    monkeypatch.setattr(splits.json, "dumps", fail)
+    with pytest.raises(OSError, match="disk full"):
+        splits.write(tmp_path, "p", rows.assign(fold="y"), {"run": 2})
+    assert {p.name: p.read_bytes() for p in sorted(tmp_path.iterdir())} == before  # no temporary file left
+
+
+def test_dvc_splits_stages_depend_only_on_their_protocols_corpora(tmp_path, params):
+    from dvc.repo import Repo
+
+    repo_root = REPO_PARAMS.parent
+    for name in ("dvc.yaml", "params.yaml", "profile.yaml"):
+        (tmp_path / name).write_bytes((repo_root / name).read_bytes())
+    Repo.init(str(tmp_path), no_scm=True).close()
+    with Repo(str(tmp_path)) as repo:
+        stages = {stage.name: stage for stage in repo.index.stages}
+    made_by = {out.def_path: name for name, stage in stages.items() for out in stage.outs}
+    assert sorted(n for n in stages if n.startswith("splits")) == sorted(f"splits@{n}" for n in params.protocols)
+    for name, protocol in params.protocols.items():
+        stage = stages[f"splits@{name}"]
+        assert stage.cmd == f"sdcaff splits --protocol {name}"
+        # Derived from source and test_source, not from `corpora`: the test checks what the stage reads.
+        read = {s.corpus for s in (protocol.source, protocol.test_source) if s is not None}
+        manifests = {d.def_path for d in stage.deps if d.def_path.startswith("artifacts/")}
+        assert manifests == {f"artifacts/manifest/{c}.csv" for c in read}, name
+        assert {made_by[m] for m in manifests} == {f"manifest@{c}" for c in read}
+        assert sorted(o.def_path for o in stage.outs) == [f"artifacts/splits/{name}.{e}" for e in ("csv", "json")]
+        (declared,) = [d.params for d in stage.deps if d.def_path == "params.yaml"]
+        assert f"splits.protocols.{name}" in declared and "splits" not in declared
+        assert not [p for p in declared if p.startswith("splits.protocols.") and p != f"splits.protocols.{name}"]
+    # Downstream edges: each split file a stage reads is one splits@<protocol> writes.
+    for name, stage in stages.items():
+        for dep in stage.deps:
+            if dep.def_path.startswith("artifacts/splits"):
+                assert made_by.get(dep.def_path, "").startswith("splits@"), (name, dep.def_path)
+
+
 @pytest.mark.reliability("manifest")
 def test_duplicated_utt_id_names_file_and_line(tmp_path):
     frame = msp_frame(3)
@@ -366,6 +422,11 @@ def test_loso_refuses_a_speaker_in_two_sessions(tmp_path, params, manifests):
     ("      exc: happy\n    iemocap-hap-exc:", "      exc: joy\n    iemocap-hap-exc:", "sends 'exc' to 'joy'"),
     ("        share: 0.1        # of each", "        share: 1.5        # of each",
      r"'validation.share' must lie in \(0, 1\)"),
+    # `corpora` names the manifests DVC tracks; one that disagrees with the sources would track the wrong file.
+    ("      corpora: {train: iemocap, test: msp-improv}", "      corpora: {train: iemocap, test: iemocap}",
+     "protocol 'iemocap-to-msp-improv': 'corpora' is .* but source and test_source read"),
+    ("      corpora: {train: iemocap, test: iemocap}  # source", "      corpora: {train: msp-improv, test: iemocap}  #",
+     "protocol 'iemocap-authors': 'corpora' is"),
 ])
 def test_inconsistent_params_name_file_and_line(tmp_path, old, new, message):
     text = REPO_PARAMS.read_text()

@@ -38,6 +38,14 @@ class Source:
 
 
 @dataclasses.dataclass(frozen=True)
+class Corpora:
+    # Both keys in every protocol: dvc.yaml's splits@<protocol> deps interpolate them, and DVC
+    # stops on a missing key, so test_source.corpus alone (cross only) cannot name the test manifest.
+    train: Literal["iemocap", "msp-improv"]  # source.corpus
+    test: Literal["iemocap", "msp-improv"]  # test_source.corpus, else source.corpus
+
+
+@dataclasses.dataclass(frozen=True)
 class Oversample:
     classes: list[str]  # classes whose rows appear twice; [] = no duplication
     where: Literal["both", "train"]  # both = every role (the authors); train = training rows only
@@ -54,6 +62,7 @@ class Protocol:
     description: str
     kind: Literal["random", "loso", "cross"]
     seed: int  # random folds and the validation share
+    corpora: Corpora  # the manifests read: source's and test_source's corpus, spelt out for DVC
     source: Source  # the corpus folds are drawn from (cross: the training corpus)
     oversample: Oversample
     validation: Validation
@@ -114,6 +123,10 @@ def load_params(path: str | Path | None = None) -> SplitsParams:
             fail(key + ("kind",), f"{said} 'test_source' is set for kind cross and only for it")
         if protocol.test_source is not None and protocol.test_source.corpus == protocol.source.corpus:
             fail(key + ("test_source", "corpus"), f"{said} a cross protocol tests on another corpus")
+        read = Corpora(protocol.source.corpus, (protocol.test_source or protocol.source).corpus)
+        if protocol.corpora != read:
+            fail(key + ("corpora",), f"{said} 'corpora' is {dataclasses.asdict(protocol.corpora)} but source and "
+                 f"test_source read {dataclasses.asdict(read)}; DVC would track the wrong manifests")
         rule = protocol.validation
         if (rule.rule == "share") != (rule.share is not None):
             fail(key + ("validation",), f"{said} 'validation.share' is set for rule share and only for it")
@@ -313,13 +326,13 @@ def _check_one_session_per_speaker(manifest: Manifest) -> None:
 
 
 def write(out_dir: str | Path, name: str, rows: pd.DataFrame, sidecar: dict) -> tuple[Path, Path]:
-    """Returns the paths of <out_dir>/<name>.csv and .json, each written atomically."""
+    """Returns the paths of <out_dir>/<name>.csv and .json, renamed into place only once both are written."""
     out_dir = Path(out_dir)
     csv_path, json_path = out_dir / f"{name}.csv", out_dir / f"{name}.json"
-    with atomic_path(csv_path) as tmp:
-        rows.to_csv(tmp, index=False, lineterminator="\n")
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    # One stage's two outputs: a failure while writing either leaves the previous pair, never a mixed one.
+    with atomic_path(csv_path) as csv_tmp, atomic_path(json_path) as json_tmp:
+        rows.to_csv(csv_tmp, index=False, lineterminator="\n")
+        json_tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     return csv_path, json_path
 
 

@@ -9,23 +9,22 @@ from sdcaff import params
 from sdcaff.errors import ParamsError
 from sdcaff.model.sdcaff import ModelOutput, ModelParams, build
 
-__all__ = ["ModelOutput", "ModelParams", "build", "load_params"]
+__all__ = ["ModelOutput", "ModelParams", "Params", "build", "load_params"]
+
+Params = ModelParams  # the model-module contract (sdcaff/train.py model_entry): `Params` and `build`
 
 
 def load_params(profile: str | None = None, path: str | os.PathLike | None = None) -> tuple[str, ModelParams]:
-    """Returns (profile name, ModelParams) from params.yaml `profiles.<profile>.model`; default `profile`."""
+    """Returns (profile name, ModelParams) from params.yaml `profiles.<profile>.model`; default: the profile in use."""
     path = Path(path) if path is not None else params.params_path()
     data, lines = params.read(path)
-    where = f"{path}:{lines.get(('profile',), 1)}"
     if profile is None:
-        profile = data.get("profile")
-        if not isinstance(profile, str):
-            raise ParamsError(f"{where}: 'profile' must name one of the profiles, got {profile!r}")
+        profile = params.profile_name(path)  # profile.yaml beside params.yaml, else params.yaml's `profile`
     profiles = data.get("profiles")
     if not isinstance(profiles, dict):
         raise ParamsError(f"{path}: missing section 'profiles'")
     if profile not in profiles:
-        raise ParamsError(f"{where}: unknown profile '{profile}'; known: {', '.join(sorted(profiles))}")
+        raise ParamsError(f"{path}: unknown profile '{profile}'; known: {', '.join(sorted(profiles))}")
     section = profiles[profile]
     keypath = ("profiles", profile)
     if not isinstance(section, dict) or "model" not in section:
