@@ -17,6 +17,7 @@ import soundfile
 import torch
 
 from corpus_builders import write_iemocap
+from test_mfcc import BATCH_ATOL, BATCH_RTOL
 from sdcaff import cli, features
 from sdcaff.data import audio
 from sdcaff.errors import AudioError
@@ -209,7 +210,8 @@ def test_clipped_out_of_range_and_silent_audio_give_finite_features(stage):
     assert np.abs(over).max() > 3.0
     speech = features.remove_silence(over)
     expected = features.extract(torch.from_numpy(features.fix_length(speech, 96000))[None])[0][0]
-    assert torch.equal(payload["mfcc"][1], expected)
+    # Within the summation-order tolerance of tests/test_mfcc.py: the stage's batch against one clip.
+    torch.testing.assert_close(payload["mfcc"][1], expected, rtol=BATCH_RTOL, atol=BATCH_ATOL)
     assert not torch.equal(payload["mfcc"][0], payload["mfcc"][1])
 
 
@@ -288,5 +290,7 @@ def test_spaces_and_non_ascii_paths_through_the_features_stage(stage):
     manifest(stage, [plain, odd])
     assert run_features() == 0
     payload = torch.load(stage / "artifacts/features/tiny.pt")
-    for key in ("mfcc", "delta", "delta_delta", "speech_samples"):
-        assert torch.equal(payload[key][0], payload[key][1]), key
+    assert torch.equal(payload["speech_samples"][0], payload["speech_samples"][1])
+    # Two rows of one batch: MKL may give rows of a batched matmul different kernel paths on another CPU kind.
+    for key in ("mfcc", "delta", "delta_delta"):
+        torch.testing.assert_close(payload[key][0], payload[key][1], rtol=BATCH_RTOL, atol=BATCH_ATOL, msg=key)
