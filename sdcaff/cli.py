@@ -16,6 +16,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "splits": ("sdcaff.data.splits", "turn manifests into protocol split files (utt_id, fold, role)"),
     "features": ("sdcaff.features", "silence removal, pad/cut, MFCC + deltas -> one tensor file per set"),
     "model-info": ("sdcaff.model.info", "print a model profile's parameter count and branch shapes (JSON)"),
+    "resolve": ("sdcaff.resolve", "resolve every experiment's settings into artifacts/experiments/<exp>.json"),
     "train": ("sdcaff.train", "train one experiment over its seeds and folds"),
     "evaluate": ("sdcaff.evaluate", "aggregate one experiment's runs into results/metrics/<exp>.json"),
     "report": ("sdcaff.report", "tables, plots and REPORT.md from the metrics files"),

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import importlib
 import os
+import sys
 from pathlib import Path
 
 CHUNK = 1 << 20  # read files in 1 MiB pieces: feature files of the full corpora are hundreds of MB
@@ -34,7 +35,7 @@ def _file_md5(path: str, size: int, mtime_ns: int) -> str:
 
 def module_files(name: str) -> list[Path]:
     """Returns the source files of module `name`: its file, or every .py file under a package's folder."""
-    module = importlib.import_module(name)
+    module = sys.modules.get(name) or importlib.import_module(name)
     origin = Path(module.__file__)
     if origin.name == "__init__.py":
         return sorted(origin.parent.rglob("*.py"))
@@ -42,11 +43,12 @@ def module_files(name: str) -> list[Path]:
 
 
 def code_digest(names: list[str] | tuple[str, ...]) -> str:
-    """Returns one md5 over the source of the named modules, each file named by its module path."""
+    """Returns one md5 over the source of the named modules, each file named within its module."""
     digest = hashlib.md5()
     for name in sorted(set(names)):
-        module_root = Path(importlib.import_module(name.split(".")[0]).__file__).parent.parent
-        for path in module_files(name):
-            digest.update(path.relative_to(module_root).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
+        files = module_files(name)
+        base = files[0].parent if len(files) > 1 or files[0].name == "__init__.py" else None
+        for path in files:
+            label = f"{name}/{path.relative_to(base).as_posix()}" if base is not None else name
+            digest.update(label.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

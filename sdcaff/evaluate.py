@@ -27,6 +27,7 @@ DECIMALS = 4  # percent to 1e-4 points: far below any difference the study reads
 class EvaluateParams:
     metrics_dir: str = "results/metrics"  # <exp>.json, small, tracked in git (DVC metrics, cache: false)
     predictions_dir: str = "results/predictions"  # <exp>.csv, every unit's test predictions (DVC-cached)
+    headline_dir: str = "results/headline"  # <exp>.json, the few numbers `dvc metrics show` / `dvc exp show` list
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +162,14 @@ def _rounded(value: Any) -> Any:
     return value
 
 
+def headline(record: dict) -> dict:
+    """Returns the metrics a summary table shows, flat: both aggregations of WA and UA, the authors' maxima."""
+    keys = {"wa_pooled": ("wa", "pooled"), "wa_fold_mean": ("wa", "fold_mean"), "ua_pooled": ("ua", "pooled"),
+            "ua_fold_mean": ("ua", "fold_mean"), "authors_wa": ("authors", "wa"), "authors_ua": ("authors", "ua")}
+    flat = {name: record[a][b] for name, (a, b) in keys.items() if a in record}
+    return {**flat, "units": len(record["per_fold"])}
+
+
 def train_seconds(config: train.Config, units: list[Unit]) -> float:
     """Returns the units' training wall time from their provenance records (0 for a unit without one)."""
     total = 0.0
@@ -196,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
     predictions_path = Path(p.predictions_dir) / f"{config.experiment}.csv"
     with atomic_path(metrics_path) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    with atomic_path(Path(p.headline_dir) / f"{config.experiment}.json") as tmp:
+        tmp.write_text(json.dumps(headline(record), indent=2) + "\n", encoding="utf-8")
     with atomic_path(predictions_path) as tmp:
         pooled = pd.concat([u.predictions for u in units], ignore_index=True)
         pooled.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")

@@ -11,15 +11,18 @@ import argparse
 import dataclasses
 import functools
 import importlib
+import importlib.util
 import json
 import logging
 import logging.handlers
 import math
 import multiprocessing
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
@@ -65,9 +68,35 @@ def module_name(model: str) -> str:
     return ".".join(path.with_suffix("").parts)
 
 
+def import_model(model: str) -> ModuleType:
+    """Returns the model module at path `model`: imported by name, or from its file under the working directory."""
+    name = module_name(model)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        # Only a module that is not on the import path is looked for as a file; a missing dependency
+        # inside the module is the module's own error.
+        if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
+            raise
+        path = Path(model)
+        file = path if path.suffix == ".py" else path / "__init__.py"
+        if not file.is_file():
+            raise
+        package = [str(path)] if file.name == "__init__.py" else None
+        spec = importlib.util.spec_from_file_location(name, file, submodule_search_locations=package)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+
+
 def model_entry(model: str) -> tuple[type, Callable[[Any], nn.Module]]:
     """Returns the params dataclass and the builder of the model module at path `model`."""
-    module = importlib.import_module(module_name(model))
+    module = import_model(model)
     missing = [name for name in ("Params", "build") if not hasattr(module, name)]
     if missing:
         raise ValueError(f"model module {module.__file__} lacks {' and '.join(missing)} (docs/adding-a-model.md)")
@@ -289,7 +318,7 @@ def unit_key(config: Config, split: Split) -> dict:
     return {
         "config": config.record(),
         "inputs": {p.as_posix(): digest.file_md5(p) for p in inputs},
-        "code": digest.code_digest([*TRAINING_CODE, module_name(config.spec.model)]),
+        "code": digest.code_digest([*TRAINING_CODE, module_name(config.spec.model)]),  # import_model ran before
         "versions": {"torch": str(torch.__version__), "numpy": np.__version__},
     }
 

@@ -117,3 +117,13 @@ def test_bad_prediction_labels_name_file_and_line(study, capsys):
     path.write_text(path.read_text().replace(",sad,", ",bored,"))
     assert cli.main(["evaluate", "--experiment", "authors"]) == 1
     assert f"{Path(path)}:4: true 'bored' is not one of" in capsys.readouterr().err
+
+
+def test_the_headline_file_holds_only_the_numbers_a_summary_lists(study):
+    root, _ = study
+    assert cli.main(["evaluate", "--experiment", "authors"]) == 0
+    metrics = json.loads((root / "results/metrics/authors.json").read_text())
+    headline = json.loads((root / "results/headline/authors.json").read_text())
+    assert headline == {"wa_pooled": metrics["wa"]["pooled"], "wa_fold_mean": metrics["wa"]["fold_mean"],
+                        "ua_pooled": metrics["ua"]["pooled"], "ua_fold_mean": metrics["ua"]["fold_mean"],
+                        "authors_wa": metrics["authors"]["wa"], "authors_ua": metrics["authors"]["ua"], "units": 2}
