@@ -455,3 +455,33 @@ def test_train_stages_depend_on_the_code_the_key_covers():
     for name, entry in experiments.items():
         assert (repo / entry["model"]).exists(), name  # dvc.yaml reads the path, so every entry names one
         assert train.module_name(entry["model"]) in {"sdcaff.model", "baselines.ecapa", "baselines.mfcc_linear"}
+
+
+@pytest.mark.reliability("params")
+@pytest.mark.parametrize("override, message", [
+    ({"epochs": 0}, r"epochs must be at least 1, got 0"),
+    ({"epochs": -1}, r"epochs must be at least 1, got -1"),
+    ({"batch_size": 1}, r"batch_size must be at least 2, got 1"),
+    ({"seeds": []}, r"seeds must list at least one seed"),
+    ({"seeds": [7, 7]}, r"seeds \[7, 7\] repeat a seed"),
+    ({"lr": -1.0e-3}, r"lr must be a finite number > 0, got -0.001"),
+    ({"lr": float("nan")}, r"lr must be a finite number > 0, got nan"),
+    ({"weight_decay": -1.0}, r"weight_decay must be a finite number >= 0"),
+    ({"jobs": 0}, r"jobs and secondary_seeds must be at least 1"),
+])
+def test_out_of_range_training_settings_name_file_and_line(tmp_path, override, message):
+    path = tmp_path / "params.yaml"
+    fake_study.write_params(path, train={**fake_study.TINY_TRAIN, **override})
+    with pytest.raises(ParamsError, match=r"params\.yaml:\d+: experiment 'authors' train .*" + message):
+        train.load_config("authors", path)
+
+
+@pytest.mark.reliability("params")
+def test_zero_threads_is_refused_not_silently_one(tmp_path):
+    path = tmp_path / "params.yaml"
+    fake_study.write_params(path)
+    data = yaml.safe_load(path.read_text())
+    data["env"]["threads"] = 0
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ParamsError, match=r"params\.yaml:\d+: env.threads must be at least 1, got 0"):
+        train.load_config("authors", path)
