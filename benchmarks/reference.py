@@ -67,7 +67,7 @@ SILENCE_HOP = 512  # authors' code: delete_silence(hop_length=512)
 
 
 def silent_frames(y: np.ndarray) -> np.ndarray:
-    """Returns True for each silent frame by the authors' two thresholds: (ceil(len(y) / hop),) bool."""
+    """Returns the authors' labels, True = silent by their two thresholds: (1 + len(y) // hop,) bool."""
     zcr = librosa.feature.zero_crossing_rate(y, frame_length=SILENCE_FRAME, hop_length=SILENCE_HOP)[0]
     # Amplitude: zero-padded centred frames under a square-root symmetric Hann window, |.| summed.
     padded = np.concatenate([np.zeros(SILENCE_FRAME // 2), y, np.zeros(SILENCE_FRAME // 2)])
@@ -76,9 +76,12 @@ def silent_frames(y: np.ndarray) -> np.ndarray:
     amp = np.abs(padded[index] * np.sqrt(np.hanning(SILENCE_FRAME))).sum(axis=1)
     zcr_high = max(zcr.max() * 0.8, zcr.min() * 2)
     amp_low = min(amp.min() * 10, amp.max() * 0.05 + amp.min() * 5.0, amp.max() * 0.1)
-    # librosa frames one more when len(y) is a multiple of the hop; the authors' runs dropped it.
+    # librosa frames one more when len(y) is a multiple of the hop. The authors allocate the labels
+    # before cutting zcr to the energy frames, so that extra label stays 0 (speech) and is scanned too.
+    label = np.zeros(zcr.shape[0], dtype=bool)
     zcr = zcr[: len(amp)]
-    return (zcr >= zcr_high) | (amp <= amp_low)
+    label[: len(amp)] = (zcr >= zcr_high) | (amp <= amp_low)
+    return label
 
 
 def remove_silence(y: np.ndarray) -> np.ndarray:

@@ -40,17 +40,20 @@ def frame_amplitude(y: np.ndarray, frame_length: int = FRAME_LENGTH, hop_length:
 
 
 def authors_silent_frames(y: np.ndarray, frame_length: int = FRAME_LENGTH, hop_length: int = HOP_LENGTH) -> np.ndarray:
-    """Returns the authors' silence label of each frame (True = silent): (ceil(len(y) / hop_length),) bool."""
+    """Returns the authors' silence labels (True = silent), one per ZCR frame: (1 + len(y) // hop_length,) bool."""
     zcr = zero_crossing_rate(y, frame_length, hop_length)
     amp = frame_amplitude(y, frame_length, hop_length)
     # authors' code: the thresholds are taken before the frame counts are reconciled, so the extra
     # zero-crossing frame of a hop-multiple length still sets them.
     zcr_high = max(zcr.max() * 0.8, zcr.min() * 2)
     amp_low = min(amp.min() * 10, amp.max() * 0.05 + amp.min() * 5.0, amp.max() * 0.1)
-    # The authors drop that extra frame only when the count exceeds amp[0] (a value, not a length: a
-    # typo) and otherwise return None, which crashes their pipeline; every run that finished dropped it.
-    zcr = zcr[: len(amp)]
-    return (zcr >= zcr_high) | (amp <= amp_low)
+    # authors' code: label = np.zeros(zcr.shape[0]) is allocated before zcr is cut to the energy frames,
+    # so a hop-multiple length keeps one label more than frames, never set: an extra "speech" label that
+    # can open a last run. They cut zcr only when its length exceeds amp[0] (a value, not a length: a typo)
+    # and otherwise return None, which crashes their pipeline; every run that finished cut it.
+    silent = np.zeros(len(zcr), dtype=bool)
+    silent[: len(amp)] = (zcr[: len(amp)] >= zcr_high) | (amp <= amp_low)
+    return silent
 
 
 def authors_segments(
@@ -58,8 +61,8 @@ def authors_segments(
 ) -> list[tuple[int, int]] | None:
     """Returns the (start, end) sample slices the authors' code concatenates, or None where it keeps the input."""
     speech = ~silent
-    # authors' code scans frame pairs (i, i + 1) for i < n - 1, so the last frame never opens or closes a
-    # run on its own and a one-frame utterance has no runs at all.
+    # authors' code scans label pairs (i, i + 1) for i < n - 1, so the last label never opens or closes a
+    # run on its own and a one-label utterance has no runs at all.
     opens = np.flatnonzero(silent[:-1] & speech[1:])  # i = the last silent frame before speech
     closes = np.flatnonzero(speech[:-1] & silent[1:])  # i = the last speech frame
     if len(silent) > 1 and speech[0]:

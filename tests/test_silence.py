@@ -1,12 +1,19 @@
-"""Silence removal: ZCR and trim against librosa, the authors' detector against a loop re-reading of the spec."""
+"""Silence removal: ZCR and trim against librosa, the authors' detector against a loop re-writing of their code."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import librosa
 import numpy as np
 import pytest
 
 from sdcaff import silence
+from sdcaff.data import synthetic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import reference  # noqa: E402  (benchmarks/reference.py: the authors' path the benchmarks race)
 
 RATE = 16000
 HOP, FRAME = 512, 2048
@@ -24,18 +31,23 @@ def hiss(seconds: float, rng: np.random.Generator, amplitude: float = 1e-3) -> n
 
 
 def reference_remove(y: np.ndarray) -> np.ndarray:
-    """Returns y after the spec's detector, re-read as plain loops over frames (the authors' quirks included)."""
+    """Returns y after the authors' detector, re-written line by line in their numpy (their quirks included)."""
     zcr = librosa.feature.zero_crossing_rate(y, frame_length=FRAME, hop_length=HOP)[0]
-    padded = np.concatenate([np.zeros(FRAME // 2), y.astype(np.float64), np.zeros(FRAME // 2)])
-    n = int(np.ceil(len(y) / HOP))
+    padded = np.concatenate([np.zeros(FRAME // 2), y, np.zeros(FRAME // 2)])
+    n = int(np.ceil((len(padded) - FRAME) / HOP))
     window = np.sqrt(np.hanning(FRAME))
     amp = np.array([np.sum(np.abs(padded[i * HOP : i * HOP + FRAME] * window)) for i in range(n)])
     zcr_high = max(0.8 * max(zcr), 2 * min(zcr))
     amp_low = min(10 * min(amp), 0.05 * max(amp) + 5 * min(amp), 0.1 * max(amp))
+    # As theirs: the labels are allocated before zcr is cut, one per ZCR frame, 0 = speech.
+    label = np.zeros(zcr.shape[0])
     zcr = zcr[:n]
-    silent = [bool(zcr[i] >= zcr_high or amp[i] <= amp_low) for i in range(n)]
+    for i in range(len(zcr)):
+        if zcr[i] >= zcr_high or amp[i] <= amp_low:
+            label[i] = 1
+    silent = [bool(v) for v in label]
     starts, ends = [], []
-    for i in range(n - 1):
+    for i in range(len(silent) - 1):
         if i == 0 and not silent[0]:
             starts.append(-HOP)
         if silent[i] and not silent[i + 1]:
@@ -102,14 +114,17 @@ def test_frame_amplitude_counts_and_values(length):
     np.testing.assert_allclose(silence.frame_amplitude(y), expected, rtol=1e-12)
 
 
+@pytest.mark.reliability("fidelity")
 @pytest.mark.parametrize("name", list(crafted()))
 def test_authors_detector_matches_loop_reading(name):
     y = crafted()[name]
     np.testing.assert_array_equal(silence.remove_silence(y, "authors"), reference_remove(y))
 
 
+@pytest.mark.reliability("fidelity")
 def test_one_segment_is_emitted_twice():
-    y = crafted()["silence-speech-silence"]
+    # 4 s is 125 hops: cut 100 samples of the silent tail so that no extra label opens a tail slice.
+    y = crafted()["silence-speech-silence"][:-100]
     out = silence.remove_silence(y)
     half = len(out) // 2
     np.testing.assert_array_equal(out[:half], out[half:])
@@ -172,10 +187,59 @@ def test_unclosed_last_run_ends_one_sample_short():
     assert len(segments) == 2 and segments[-1][1] == len(y) - 1
 
 
-def test_hop_multiple_length_drops_the_extra_zcr_frame():
+def rendered(num_samples: int) -> np.ndarray:
+    """Returns a neutral synthetic IEMOCAP-like utterance, silent at both ends: (num_samples,) float32."""
+    seed, corpus = 987654, "iemocap"
+    voice = synthetic.speaker_voice(seed, corpus, "Ses01F", "F")
+    rng = synthetic.rng_for(seed, corpus, "utt", "audio")
+    speech, _ = synthetic.render_speech(voice, synthetic.utterance_style(voice, "neu", rng), num_samples, RATE, rng)
+    return synthetic.iemocap_channel(speech, RATE, rng).astype(np.float32)
+
+
+@pytest.mark.reliability("fidelity")
+def test_hop_multiple_length_keeps_an_extra_speech_label():
     y = crafted()["hop-multiple"]
     assert len(silence.zero_crossing_rate(y)) == len(silence.frame_amplitude(y)) + 1
-    assert len(silence.authors_silent_frames(y)) == len(y) // HOP
+    silent = silence.authors_silent_frames(y)
+    assert len(silent) == len(y) // HOP + 1
+    # The extra label is never set (speech): after the silent last frame it opens a run that never closes,
+    # which ends at the last index: one slice from the left edge of the next-to-last frame, 1023 samples.
+    assert silent[-2] and not silent[-1]
+    segments = silence.authors_segments(silent, len(y))
+    assert segments[-1] == ((len(y) // HOP - 2) * HOP, len(y) - 1)
+    assert len(segments) == 2 and segments[0][1] < segments[1][0]
+
+
+@pytest.mark.reliability("fidelity")
+def test_rendered_utterance_of_192000_samples_keeps_168447():
+    # 375 hops exactly; the utterance ends in silence. Dropping the extra label (the suite before issue 12)
+    # kept 167,424 samples; the authors' extra speech label appends the 1,023-sample tail slice.
+    y = rendered(192_000)
+    out = silence.remove_silence(y)
+    assert len(out) == 168_447
+    np.testing.assert_array_equal(out, reference_remove(y))
+    np.testing.assert_array_equal(out[-1023:], y[190_976:191_999])
+
+
+@pytest.mark.reliability("fidelity")
+@pytest.mark.parametrize("kind", ["rendered", "tones"])
+@pytest.mark.parametrize("num_samples", [150 * HOP, 150 * HOP + 1, 375 * HOP - 300])
+def test_authors_detector_matches_their_code_at_and_off_hop_multiples(kind, num_samples):
+    if kind == "rendered":
+        y = rendered(num_samples)
+    else:
+        rng = np.random.default_rng(num_samples)
+        parts = [hiss(0.5, rng), tone(1), hiss(0.6, rng), tone(0.8, hz=150), hiss(9, rng)]
+        y = np.concatenate(parts)[:num_samples]
+    out = silence.remove_silence(y)
+    np.testing.assert_array_equal(out, reference_remove(y))
+    np.testing.assert_array_equal(reference.remove_silence(y), out)
+    # Both end in silence: at a hop multiple the extra label appends the tail slice; off one, the labels
+    # and the energy frames are as many and no slice reaches the end.
+    segments = silence.authors_segments(silence.authors_silent_frames(y), len(y))
+    tail = ((len(y) // HOP - 2) * HOP, len(y) - 1)
+    assert (segments[-1] == tail) == (num_samples % HOP == 0)
+    assert (segments[-1][1] == len(y) - 1) == (num_samples % HOP == 0)
 
 
 @pytest.mark.parametrize("name", ["silence-speech-silence", "two-segments", "trailing-speech", "all-silence"])
