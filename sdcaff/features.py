@@ -24,7 +24,7 @@ from sdcaff import params as params_module
 from sdcaff.data import audio
 from sdcaff.data.manifest import read as read_manifest_csv
 from sdcaff.errors import ManifestError, ParamsError
-from sdcaff.files import atomic_path
+from sdcaff.files import atomic_paths, remove_stale_temporaries
 from sdcaff.mfcc import (
     DELTA_AXIS, DELTA_WIDTH, F_MAX, F_MIN, HOP_LENGTH, N_FFT, N_MELS, N_MFCC, PAD_MODE, SAMPLE_RATE, TOP_DB,
     WIN_LENGTH, delta, extract, mfcc,
@@ -237,6 +237,12 @@ def run(args: argparse.Namespace) -> int:
     env_params = params_module.load("env", env.EnvParams)
     env.configure(env_params)
     device = env.device(args.device or env_params.device)
+    pt_path = Path(p.out_dir) / f"{args.set_name}.pt"
+    json_path = Path(p.results_dir) / f"{args.set_name}.json"
+    # A kill during torch.save leaves a multi-MB hidden temporary that no later run would ever replace.
+    stale = remove_stale_temporaries(pt_path, json_path)
+    if stale:
+        log.info("removed %d temporary file(s) a killed run left: %s", len(stale), ", ".join(map(str, stale)))
     manifest = Path(p.manifest_dir) / f"{feature_set.corpus}.csv"
     rows = read_manifest(manifest, feature_set.corpus, feature_set.labels)
     if rows.empty:
@@ -257,14 +263,14 @@ def run(args: argparse.Namespace) -> int:
         "set": args.set_name, "corpus": feature_set.corpus, "utterances": len(rows),
         "audio_seconds": round(audio_seconds, 3), "device": str(device), "params": settings,
     }
-    pt_path = Path(p.out_dir) / f"{args.set_name}.pt"
-    json_path = Path(p.results_dir) / f"{args.set_name}.json"
-    with atomic_path(pt_path) as tmp, open(tmp, "wb") as stream:
-        # Saved through a stream: given a path, torch names the archive's folder after the (random)
-        # temporary file name, and the same features would differ byte for byte.
-        torch.save(payload, stream)
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    # Both temporaries are written before either is renamed: an unwritable results folder or a full disk
+    # leaves the previous tensor file and summary, never a new tensor file beside an old summary.
+    with atomic_paths(pt_path, json_path) as (pt_tmp, json_tmp):
+        with open(pt_tmp, "wb") as stream:
+            # Saved through a stream: given a path, torch names the archive's folder after the (random)
+            # temporary file name, and the same features would differ byte for byte.
+            torch.save(payload, stream)
+        json_tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     realtime = round(audio_seconds / max(wall_seconds, 1e-9), 1)
     env.write_provenance(Path("features") / args.set_name, features=pt_path.as_posix(),
                          wall_seconds=round(wall_seconds, 3), times_realtime=realtime)

@@ -305,7 +305,7 @@ def test_cli_writes_only_a_note_when_the_real_corpus_is_configured(in_tmp, monke
     monkeypatch.setenv("SDCAFF_IEMOCAP", "/data/IEMOCAP_full_release")
     assert cli.main(["synth", "--corpus", "iemocap"]) == 0
     out = in_tmp / "artifacts" / "corpora" / "iemocap"
-    assert [p.name for p in out.iterdir()] == ["NOTE.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [synthetic.MARKER, "NOTE.txt"]
     assert "/data/IEMOCAP_full_release" in (out / "NOTE.txt").read_text()
     assert (out / "NOTE.txt").stat().st_mtime == synthetic.EPOCH
 

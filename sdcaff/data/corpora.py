@@ -23,13 +23,39 @@ def synthetic_root(corpus: str) -> Path:
 
 def real_root(corpus: str, params: dict[str, CorpusParams]) -> Path | None:
     """Returns the licensed corpus path ($SDCAFF_* first, then params.yaml), or None."""
-    env = os.environ.get(ENV_VARS[corpus], "").strip()
-    if env:
+    from sdcaff.errors import SdcaffError
+
+    var = ENV_VARS[corpus]
+    if var in os.environ:
+        env = os.environ[var].strip()
+        # Set but empty is a mistake (a typo'd path variable, `export SDCAFF_IEMOCAP=$UNSET`): falling back
+        # to the synthetic corpus would report synthetic numbers as the licensed corpus's.
+        if not env:
+            raise SdcaffError(
+                f"${var} is set but empty; set it to the licensed {corpus} folder, or unset it "
+                f"(`unset {var}`) to use params corpora.{corpus}.root or the synthetic corpus"
+            )
         return Path(env)
     configured = params.get(corpus)
     if configured is not None and configured.root:
         return Path(configured.root)
     return None
+
+
+def configured_roots(params: dict[str, CorpusParams]) -> list[tuple[str, Path]]:
+    """Returns (where it is set, path) of every licensed corpus root an environment variable or params.yaml names."""
+    from sdcaff.params import params_path
+
+    roots = []
+    for corpus in CORPORA:
+        # Both, not only the one in effect: params' root may still be a real copy the variable overrides.
+        env = os.environ.get(ENV_VARS[corpus], "").strip()
+        if env:
+            roots.append((f"${ENV_VARS[corpus]}", Path(env)))
+        configured = params.get(corpus)
+        if configured is not None and configured.root:
+            roots.append((f"{params_path()}: corpora.{corpus}.root", Path(configured.root)))
+    return roots
 
 
 def resolve_root(corpus: str, params: dict[str, CorpusParams]) -> tuple[Path, bool]:

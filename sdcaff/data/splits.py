@@ -17,7 +17,7 @@ from sdcaff import params as params_module
 from sdcaff.data.manifest import read as read_manifest_csv
 from sdcaff.data.corpora import CORPORA
 from sdcaff.errors import ManifestError, ParamsError
-from sdcaff.files import atomic_path
+from sdcaff.files import atomic_paths, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -325,15 +325,25 @@ def _check_one_session_per_speaker(manifest: Manifest) -> None:
         )
 
 
+def output_paths(out_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """Returns the paths of protocol `name`'s split CSV and JSON sidecar under `out_dir`."""
+    return Path(out_dir) / f"{name}.csv", Path(out_dir) / f"{name}.json"
+
+
+def write_all(out_dir: str | Path, built: dict[str, tuple[pd.DataFrame, dict]]) -> dict[str, tuple[Path, Path]]:
+    """Returns each protocol's (csv, json) paths, all renamed into place only once every file is written."""
+    paths = {name: output_paths(out_dir, name) for name in built}
+    # One stage's outputs: a failure while writing any of them leaves the previous set, never a mixed one.
+    with atomic_paths(*(path for pair in paths.values() for path in pair)) as temps:
+        for (rows, sidecar), csv_tmp, json_tmp in zip(built.values(), temps[0::2], temps[1::2]):
+            rows.to_csv(csv_tmp, index=False, lineterminator="\n")
+            json_tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
 def write(out_dir: str | Path, name: str, rows: pd.DataFrame, sidecar: dict) -> tuple[Path, Path]:
     """Returns the paths of <out_dir>/<name>.csv and .json, renamed into place only once both are written."""
-    out_dir = Path(out_dir)
-    csv_path, json_path = out_dir / f"{name}.csv", out_dir / f"{name}.json"
-    # One stage's two outputs: a failure while writing either leaves the previous pair, never a mixed one.
-    with atomic_path(csv_path) as csv_tmp, atomic_path(json_path) as json_tmp:
-        rows.to_csv(csv_tmp, index=False, lineterminator="\n")
-        json_tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-    return csv_path, json_path
+    return write_all(out_dir, {name: (rows, sidecar)})[name]
 
 
 def summary(sidecar: dict) -> list[str]:
@@ -367,10 +377,15 @@ def run(args: argparse.Namespace) -> int:
             f"splits.protocols has {', '.join(params.protocols)}"
         )
     protocols = {n: params.protocols[n] for n in names}
+    stale = remove_stale_temporaries(*(path for n in names for path in output_paths(params.out_dir, n)))
+    if stale:
+        log.info("removed %d temporary file(s) a killed run left: %s", len(stale), ", ".join(map(str, stale)))
     sides = [s for p in protocols.values() for s in (p.source, p.test_source) if s is not None]
     needed = sorted({s.corpus for s in sides}, key=CORPORA.index)
     manifests = {c: read_manifest(Path(params.manifest_dir) / f"{c}.csv", c) for c in needed}
     log.info("read %s", ", ".join(f"{m.path} ({len(m.frame)} utterances)" for m in manifests.values()))
+    # Every protocol is built before any file is written: one that fails leaves no new file beside old ones.
+    built = {}
     for name, protocol in protocols.items():
         rows, sidecar = build(name, protocol, params, manifests)
         for corpus, dropped in sidecar["dropped"].items():
@@ -378,6 +393,8 @@ def run(args: argparse.Namespace) -> int:
                      name, corpus, dropped["mode"] or "none", dropped["label"] or "none")
         for line in summary(sidecar):
             log.info("%s", line)
-        csv_path, json_path = write(params.out_dir, name, rows, sidecar)
+        built[name] = (rows, sidecar)
+    for name, (csv_path, json_path) in write_all(params.out_dir, built).items():
+        rows, sidecar = built[name]
         log.info("wrote %s (%d rows, %d folds) and %s", csv_path, len(rows), sidecar["folds"], json_path)
     return 0

@@ -20,11 +20,15 @@ from tqdm import tqdm
 from sdcaff import params as params_module
 from sdcaff.data import corpora
 from sdcaff.errors import SdcaffError
-from sdcaff.files import atomic_dir
+from sdcaff.files import atomic_dir, ensure_outside
 
 log = logging.getLogger(__name__)
 
 EPOCH = 1672531200  # every file's and folder's mtime (2023-01-01 00:00 UTC): fingerprints see no build time
+# synth replaces its output folder whole, so it marks every folder it writes and replaces only a marked one.
+# The marker is part of the corpus (the fingerprint lists it); it holds no path or time, so bytes stay the same.
+MARKER = ".sdcaff-synthetic"
+MARKER_HEAD = "written by `sdcaff synth`"
 
 # ---------------------------------------------------------------------------------------------
 # The real corpora's shapes (spec/corpora.md unless a comment says otherwise)
@@ -673,6 +677,49 @@ def fix_mtimes(root: Path) -> None:
     os.utime(root, (EPOCH, EPOCH))
 
 
+def write_marker(root: Path, what: str) -> None:
+    """Writes root/MARKER, which lets a later synth run replace the folder."""
+    (root / MARKER).write_text(
+        f"{MARKER_HEAD}: {what}\n"
+        "synth replaces this folder whole on its next run; it refuses any folder without this file.\n",
+        encoding="utf-8",
+    )
+
+
+def check_replaceable(out: Path) -> None:
+    """Raises unless `out` is absent, an empty folder, or a folder synth wrote (one holding MARKER)."""
+    if out.is_symlink():
+        raise SdcaffError(f"{out}: is a symbolic link; synth writes only a folder of its own, choose another --out")
+    resolved = out.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise SdcaffError(f"{out}: is the working directory or one above it; synth would replace it whole")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SdcaffError(f"{out}: exists and is not a folder; synth replaces only a folder it wrote itself")
+    if not any(out.iterdir()):
+        return
+    marker = out / MARKER
+    if marker.is_file() and not marker.is_symlink():
+        with open(marker, encoding="utf-8", errors="replace") as stream:
+            if stream.readline(len(MARKER_HEAD) + 1).startswith(MARKER_HEAD):
+                return
+    raise SdcaffError(
+        f"{out}: folder exists, is not empty and was not written by `sdcaff synth` (it holds no {MARKER}); "
+        "refusing to replace it: move it away or choose another --out"
+    )
+
+
+def check_outside_corpora(out: Path, roots: list[tuple[str, Path]]) -> None:
+    """Raises if `out` is, lies in or holds a configured corpus root: synth replaces `out` whole."""
+    for source, root in roots:
+        ensure_outside(out, root, "synth's output", f"set by {source}; keep the licensed copy elsewhere")
+        if root.resolve().is_relative_to(out.resolve()):
+            raise SdcaffError(
+                f"refusing to replace {out}: it holds the corpus directory {root} (set by {source})"
+            )
+
+
 def synthesize(corpus: str, out: str | os.PathLike, seed: int, scale: float,
                improvised_share: float | None = None, workers: int = 1) -> dict[str, int]:
     """Writes one synthetic corpus to `out` atomically; returns counts (wavs, samples, label files, strays)."""
@@ -681,6 +728,7 @@ def synthesize(corpus: str, out: str | os.PathLike, seed: int, scale: float,
         raise SdcaffError(f"synth: scale must be positive, got {scale}")
     if improvised_share is not None and not 0.0 < improvised_share < 1.0:
         raise SdcaffError(f"synth: iemocap_improvised_share must lie in (0, 1), got {improvised_share}")
+    check_replaceable(Path(out))
     with atomic_dir(out) as tmp:
         if corpus == "iemocap":
             plan = plan_iemocap(seed, scale, improvised_share)
@@ -692,17 +740,20 @@ def synthesize(corpus: str, out: str | os.PathLike, seed: int, scale: float,
             utts = plan_msp_improv(seed, scale)
             samples = render_all(tmp, corpus, seed, utts, workers)
             counts = {"wavs": len(utts), "samples": samples, "evaluated": write_msp_improv(tmp, seed, utts)}
+        write_marker(tmp, f"synthetic {corpus} corpus, seed {seed}, scale {scale:g}")
         fix_mtimes(tmp)
     return counts
 
 
 def write_note(out: str | os.PathLike, corpus: str, real: Path) -> None:
     """Writes out/NOTE.txt saying the licensed copy at `real` is in use (DVC needs the out to exist)."""
+    check_replaceable(Path(out))
     with atomic_dir(out) as tmp:
         (tmp / "NOTE.txt").write_text(
             f"The licensed {corpus} corpus at {real} is in use; no synthetic corpus was written here.\n",
             encoding="utf-8",
         )
+        write_marker(tmp, f"stand-in for the licensed {corpus} corpus")
         fix_mtimes(tmp)
 
 
@@ -718,7 +769,10 @@ def run(args: argparse.Namespace) -> int:
     """Returns 0 after writing the synthetic corpus, or NOTE.txt when a licensed copy is configured."""
     params = params_module.load("synth", SynthParams)
     out = args.out or corpora.synthetic_root(args.corpus)
-    real = corpora.real_root(args.corpus, corpora.load_params())
+    corpora_params = corpora.load_params()
+    real = corpora.real_root(args.corpus, corpora_params)
+    # Every configured root, not only this corpus's: --out may point into the other licensed copy.
+    check_outside_corpora(out, corpora.configured_roots(corpora_params))
     if real is not None:
         log.info("read corpora.%s: licensed copy at %s", args.corpus, real)
         write_note(out, args.corpus, real)
