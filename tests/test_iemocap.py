@@ -66,22 +66,41 @@ def test_found_counts_use_the_known_count_names(corpus):
     assert found["improvised neu/hap/exc/ang/sad"] == {"neu": 1, "ang": 1, "exc": 1, "hap": 1, "sad": 1}
 
 
+@pytest.mark.parametrize("line", [
+    "[1.0000 - 2.0000]\tSes02M_impro03_F002\tneu\t[2.0000, 2.0000]",  # two scores of three
+    "[1.0000 - 2.0000]\tSes02M_impro03_F002\t[2.0000, 2.0000, 2.0000]",  # no label
+    "[1.0000 - 2.0000]\tSes02M_impro03_F002\tneu\t[2.0000, 2.0000, 2.0000] extra",
+])
 @pytest.mark.reliability("labels")
-def test_malformed_summary_line_names_file_and_line(corpus):
+def test_malformed_summary_line_names_file_and_line(corpus, line):
     path = corpus.label_files["Ses02M_impro03"]
-    append(path, "[1.0 - 2.0] Ses02M_impro03_F002 neu [2.0, 2.0, 2.0]")  # spaces, not tabs
+    append(path, line)
     lineno = len(path.read_text().splitlines())
     with pytest.raises(CorpusFormatError, match=rf"{path}:{lineno}: not a summary line"):
         iemocap.parse(corpus.root)
 
 
 @pytest.mark.reliability("labels")
-def test_unknown_label_names_file_and_line(corpus):
+def test_spaces_in_place_of_tabs_parse_to_the_same_fields(corpus):
+    path = corpus.label_files["Ses02M_impro03"]
+    write_wav(corpus.root / "Session2" / "sentences" / "wav" / "Ses02M_impro03" / "Ses02M_impro03_F002.wav")
+    append(path, "[1.5 - 2.0]   Ses02M_impro03_F002 neu\t[ 2.0, 3.5,2.0 ]")  # an editor's tabs-to-spaces
+    row = by_id(iemocap.parse(corpus.root)[0])["Ses02M_impro03_F002"]
+    assert (row["label"], row["start_s"], row["end_s"], row["valence"], row["activation"]) == ("neu", 1.5, 2.0, 2.0, 3.5)
+
+
+@pytest.mark.reliability("labels")
+def test_unknown_label_is_kept_counted_and_warned_with_file_and_line(corpus, caplog):
     path = corpus.label_files["Ses04F_impro02"]
+    write_wav(corpus.root / "Session4" / "sentences" / "wav" / "Ses04F_impro02" / "Ses04F_impro02_M004.wav")
     append(path, "[9.0000 - 9.5000]\tSes04F_impro02_M004\tjoy\t[2.0000, 2.0000, 2.0000]")
     lineno = len(path.read_text().splitlines())
-    with pytest.raises(CorpusFormatError, match=rf"{path}:{lineno}: unknown label 'joy'"):
-        iemocap.parse(corpus.root)
+    with caplog.at_level(logging.WARNING, logger="sdcaff.data.iemocap"):
+        rows, found = iemocap.parse(corpus.root)
+    assert by_id(rows)["Ses04F_impro02_M004"]["label"] == "joy"  # the label map drops it and counts it
+    assert found["labels"]["joy"] == 1
+    assert "1 summary lines carry a label outside neu/hap" in caplog.text and "'joy' x1" in caplog.text
+    assert f"{path}:{lineno}" in caplog.text
 
 
 @pytest.mark.parametrize("utt", ["Ses04F_impro09_F001", "Ses04F_impro02_X001", "Ses04F_impro02_F01"])
@@ -133,10 +152,10 @@ def test_missing_wav_allowed_is_dropped_and_listed(tmp_path, caplog):
 @pytest.mark.reliability("manifest")
 def test_unlabelled_wav_is_counted_not_a_row(tmp_path, caplog):
     corpus = write_iemocap(tmp_path / "c", unlabelled=["Ses01F_impro01_F009"])
-    with caplog.at_level(logging.INFO, logger="sdcaff.data.iemocap"):
+    with caplog.at_level(logging.WARNING, logger="sdcaff.data.iemocap"):
         rows, found = iemocap.parse(corpus.root)
     assert "iemocap/Ses01F_impro01_F009" not in {r["utt_id"] for r in rows}
-    assert "1 wav files have no label line" in caplog.text
+    assert "1 wav files have no summary line and are left out (Session1 1)" in caplog.text
     assert found["wav files per session"]["Session1"] == 5
 
 

@@ -79,12 +79,21 @@ def test_misspelt_label_file_is_accepted(tmp_path):
     assert by_id(msp_improv.parse(corpus.root)[0])["MSP-IMPROV-S01A-F01-P-FM01"]["label"] == "A"
 
 
-def test_both_spellings_read_evaluation_txt(corpus, caplog):
-    (corpus.root / "Evalution.txt").write_text(msp_improv_header("MSP-IMPROV-S01A-F01-P-FM01", "H") + "\n")
-    with caplog.at_level(logging.INFO, logger="sdcaff.data.msp_improv"):
+@pytest.mark.reliability("labels")
+def test_both_spellings_with_the_same_blocks_read_evaluation_txt_and_warn(corpus, caplog):
+    (corpus.root / "Evalution.txt").write_bytes(corpus.label_files["Evaluation.txt"].read_bytes())
+    with caplog.at_level(logging.WARNING, logger="sdcaff.data.msp_improv"):
         rows = by_id(msp_improv.parse(corpus.root)[0])
     assert rows["MSP-IMPROV-S01A-F01-P-FM01"]["label"] == "A"
-    assert "reading Evaluation.txt" in caplog.text
+    assert "both Evaluation.txt and Evalution.txt exist; reading Evaluation.txt (both hold the same blocks)" in caplog.text
+
+
+@pytest.mark.reliability("labels")
+def test_both_spellings_with_different_blocks_are_refused(corpus):
+    (corpus.root / "Evalution.txt").write_text(msp_improv_header("MSP-IMPROV-S01A-F01-P-FM01", "H") + "\n")
+    with pytest.raises(CorpusFormatError, match=r"hold evaluation blocks and they differ at MSP-IMPROV-S01A-F01-P-FM01"
+                                                r"\.wav \(.*Evaluation\.txt:1 says .*'A'.*Evalution\.txt:1 says .*'H'"):
+        msp_improv.parse(corpus.root)
 
 
 @pytest.mark.reliability("labels")
@@ -100,7 +109,8 @@ def test_no_label_file_is_an_error(corpus):
         ("UTD-IMPROV-S01A-F01-P-FM09.avi", "expected '<file>.avi; <label>"),
         ("UTD-IMPROV-S01A-F01-P-FM09.mp4; N; A:2.0;", "expected a UTD-IMPROV-\\*.avi file name"),
         ("UTD-IMPROV-S01B-F01-P-FM09.avi; N; A:2.0;", ".*does not match UTD-IMPROV-S<nn>"),
-        ("UTD-IMPROV-S01A-F01-P-FM09.avi; Q; A:2.0;", "unknown consensus label 'Q'"),
+        ("UTD-IMPROV-S01A-F01-P-FM09.avi; N; A:two;", ".*got 'A:two'"),
+        ("UTD-IMPROV-S01A-F01-P-FM09.avi; N; A:;", ".*got 'A:'"),
         ("UTD-IMPROV-S01A-F01-P-FM09.avi; N; A=2.0;", "expected one each of A:, V:, D:, N:<number>, got 'A=2.0'"),
         ("UTD-IMPROV-S01A-F01-P-FM09.avi; N; A:2.0; A:3.0;", ".*got 'A:3.0'"),
     ],
@@ -178,8 +188,10 @@ def test_truncated_wav_names_the_wav(corpus):
 
 
 @pytest.mark.reliability("corpus path")
-def test_missing_audio_folder(tmp_path):
-    (tmp_path / "c").mkdir()
+def test_missing_audio_folder_names_both_layouts(tmp_path):
+    (tmp_path / "c" / "Audio").mkdir(parents=True)
     (tmp_path / "c" / "Evaluation.txt").write_text("")
-    with pytest.raises(CorpusFormatError, match=r"c/Audio: audio folder missing"):
-        msp_improv.parse(tmp_path / "c")
+    root = tmp_path / "c"
+    message = rf"{root}: no session1..session6 folders in either layout: {root}/Audio/session<k>/.* or {root}/session<k>/"
+    with pytest.raises(CorpusFormatError, match=message):
+        msp_improv.parse(root)
