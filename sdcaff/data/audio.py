@@ -41,6 +41,12 @@ def inspect(path: str | os.PathLike) -> WavInfo:
                 if len(chunk) < 8:
                     raise AudioError(f"{path}: truncated: no data chunk found in {size} bytes")
                 cid, clen = struct.unpack("<4sI", chunk)
+                left = size - f.tell()
+                if cid != b"data" and clen > left:
+                    raise AudioError(
+                        f"{path}: truncated or corrupt: {cid.decode('latin-1')!r} chunk declares {clen} bytes, "
+                        f"{left} follow"
+                    )
                 if cid == b"fmt ":
                     body = f.read(clen)
                     if len(body) < 16:
@@ -52,9 +58,16 @@ def inspect(path: str | os.PathLike) -> WavInfo:
                         raise AudioError(f"{path}: unsupported wav encoding (format tag {tag}); need PCM or float")
                     if channels < 1 or rate < 1 or block < 1:
                         raise AudioError(f"{path}: corrupt fmt chunk (channels={channels}, rate={rate})")
+                    _check_sample_layout(path, tag, channels, block, bits)
                     fmt = (tag, channels, rate, block, bits)
                     if clen % 2:
                         f.read(1)
+                elif cid == b"fact":
+                    # Float and compressed wavs carry one: a 4-byte frame count. libsndfile cannot open a file
+                    # whose fact chunk is shorter, and says only "No 'data' chunk marker".
+                    if clen < 4:
+                        raise AudioError(f"{path}: malformed fact chunk ({clen} bytes; it holds a 4-byte sample count)")
+                    f.seek(clen + (clen % 2), os.SEEK_CUR)
                 elif cid == b"data":
                     if fmt is None:
                         raise AudioError(f"{path}: data chunk before fmt chunk")
@@ -75,6 +88,22 @@ def inspect(path: str | os.PathLike) -> WavInfo:
         raise AudioError(f"{path}: is a directory, not a wav file") from exc
     except PermissionError as exc:
         raise AudioError(f"{path}: permission denied") from exc
+
+
+def _check_sample_layout(path: Path, tag: int, channels: int, block: int, bits: int) -> None:
+    """Raises AudioError when format, sample width and block align disagree (libsndfile cannot open such a file)."""
+    if tag == _FLOAT and bits not in (32, 64):
+        raise AudioError(f"{path}: float format (tag 3) with {bits}-bit samples; float wavs hold 32- or 64-bit samples")
+    if tag == _PCM and not 1 <= bits <= 32:
+        raise AudioError(f"{path}: PCM with {bits}-bit samples; need 1 to 32 bits")
+    # Bytes per frame: every channel's sample, each padded to whole bytes (12-bit PCM takes 2).
+    expected = channels * ((bits + 7) // 8)
+    if block != expected:
+        # libsndfile recomputes the frame size and reads on; the frame count here would be wrong.
+        raise AudioError(
+            f"{path}: corrupt fmt chunk: block align {block} does not fit {channels} channel(s) of {bits}-bit "
+            f"samples (expected {expected})"
+        )
 
 
 def read(path: str | os.PathLike, mono: str = "error") -> tuple[np.ndarray, int]:
