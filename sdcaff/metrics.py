@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-# authors' code: UA[i] = round(matrix[i, i] / class_total[i], 3) before the recalls are averaged.
+# authors' code: UA[i] = np.round(matrix[i, i] / class_total[i], 3) before the recalls are averaged.
 AUTHORS_RECALL_DECIMALS = 3
 
 
@@ -40,8 +40,10 @@ def authors_ua(true: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     present = support > 0
     # The authors divide by every class count and would get NaN for an absent class; like
     # balanced accuracy, we average over the classes present instead.
-    recalls = [round(float(matrix[c, c] / support[c]), AUTHORS_RECALL_DECIMALS) for c in np.flatnonzero(present)]
-    return 100.0 * sum(recalls) / len(recalls)
+    # authors' code: np.round on a float64, i.e. rint(x * 1000) / 1000: half to even on the product, which
+    # can differ from Python's round (correctly rounded on x itself) by 0.001, e.g. recall 1/80 or 3/80.
+    recalls = [np.round(matrix[c, c] / support[c], AUTHORS_RECALL_DECIMALS) for c in np.flatnonzero(present)]
+    return float(100.0 * sum(recalls) / len(recalls))
 
 
 def spread(values: Sequence[float]) -> dict[str, float | None]:
