@@ -23,10 +23,13 @@ def _no_space(targets: list[Path], temps: list[Path], exc: OSError) -> SdcaffErr
     """Returns the error naming the output that a full disk stopped, or None when `exc` is another fault."""
     if exc.errno not in NO_SPACE:
         return None
-    # open() names the file it failed on; write() does not, and then every output of the set is named.
+    # open() names the file it failed on; write() does not, and then the set's one output or its folders are named.
     named = [t for t, tmp in zip(targets, temps) if exc.filename in (str(tmp), str(t))]
-    where = ", ".join(map(str, named or targets))
-    return SdcaffError(f"{where}: {NO_SPACE[exc.errno]} while writing; free some space and run the stage again "
+    if named or len(targets) == 1:
+        where = str((named or targets)[0])
+    else:
+        where = ", ".join(dict.fromkeys(str(t.parent) for t in targets)) + f" (writing {len(targets)} files)"
+    return SdcaffError(f"{where}: {NO_SPACE[exc.errno]}; free some space and run the stage again "
                        "(the previous output is unchanged)")
 
 
