@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import struct
 from pathlib import Path
 from typing import Iterable
 
@@ -131,13 +132,17 @@ def _iemocap_quirks(root: Path, folder: Path, dialog: str) -> list[Path]:
     return [categorical.parent, folder / "Attribute", folder / "Self-evaluation", fork, pickle, wav_fork, wav_pickle]
 
 
-def msp_improv_wav(root: str | Path, stem: str) -> Path:
-    """Returns where `stem`'s wav lies: Audio/session<k>/S<nn><E>/<condition>/<stem>.wav, k = speaker number."""
+def msp_improv_wav(root: str | Path, stem: str, layout: str = "Audio") -> Path:
+    """Returns where `stem`'s wav lies: Audio/session<k>/S<nn><E>/<condition>/<stem>.wav, k = speaker number.
+
+    layout "Audio": the release's tree; "flat": session<k>/... directly beside the label file, as some copies have it.
+    """
     match = _MSP_NAME.match(stem)
     if match is None:
         raise ValueError(f"not an MSP-IMPROV file stem: {stem}")
     scenario, _, speaker, condition = match.groups()
-    return Path(root) / "Audio" / f"session{int(speaker)}" / scenario / condition / f"{stem}.wav"
+    base = Path(root) / "Audio" if layout == "Audio" else Path(root)
+    return base / f"session{int(speaker)}" / scenario / condition / f"{stem}.wav"
 
 
 def msp_improv_header(stem: str, label: str, style: int = 0) -> str:
@@ -159,11 +164,13 @@ def write_msp_improv(
     quirks: bool = True,
     seconds: float = 0.05,
     sample_rate: int = 44100,
+    layout: str = "Audio",
 ) -> Written:
     """Returns what it wrote: <label_file> (blocks in varied spacing) + Audio/session<k>/S<nn><E>/<cond>/*.wav.
 
     label None: the wav has no evaluation block; without_wav: evaluated utterances whose wav is not written;
-    quirks: `._*` and `.pk` strays beside the wavs.
+    quirks: `._*` and `.pk` strays beside the wavs (and `.avi` videos in the flat layout);
+    layout "flat": session<k>/ directly beside the label file, no Audio/ folder.
     """
     root = Path(root)
     skip = set(without_wav)
@@ -171,11 +178,15 @@ def write_msp_improv(
     lines = []
     for index, (stem, label) in enumerate(sorted(utterances)):
         if stem not in skip:
-            written.wavs[stem] = write_wav(msp_improv_wav(root, stem), seconds, sample_rate, seed=index)
+            written.wavs[stem] = write_wav(msp_improv_wav(root, stem, layout), seconds, sample_rate, seed=index)
             if quirks:
                 fork = written.wavs[stem].with_name(f"._{stem}.wav")
                 fork.write_bytes(b"\x00\x05\x16\x07 resource fork")
                 written.stray.append(fork)
+                if layout == "flat":  # two peers' docs: the videos lie beside the wavs in such copies
+                    video = written.wavs[stem].with_suffix(".avi")
+                    video.write_bytes(b"RIFF\x04\x00\x00\x00AVI ")
+                    written.stray.append(video)
         if label is not None:
             lines += [
                 msp_improv_header(stem, label, style=index % 3),
@@ -184,10 +195,48 @@ def write_msp_improv(
                 "",
             ]
     if quirks:
-        pickle = root / "Audio" / "session1" / "S01A" / "session1.pk"
+        pickle = (root / "Audio" if layout == "Audio" else root) / "session1" / "S01A" / "session1.pk"
         pickle.parent.mkdir(parents=True, exist_ok=True)
         pickle.write_bytes(b"\x80\x04K\x01.")
         written.stray.append(pickle)
     written.label_files[label_file] = root / label_file
     written.label_files[label_file].write_text("\n".join(lines) + "\n", encoding="utf-8")
     return written
+
+
+def reencode(path: str | Path, encoding: str = "utf-8", newline: str = "\n", bom: bool = False) -> Path:
+    """Returns `path` after rewriting its text in `encoding` with `newline` line ends, as a Windows or macOS tool would.
+
+    bom: start with U+FEFF, the byte-order mark in that encoding (Python's "utf-16" codec writes one anyway).
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\n", newline)
+    path.write_bytes((("\ufeff" if bom else "") + text).encode(encoding))
+    return path
+
+
+def rewrite_header(
+    path: str | Path,
+    *,
+    tag: int | None = None,
+    block: int | None = None,
+    bits: int | None = None,
+    fact: bytes | None = None,
+    data_bytes: int | None = None,
+) -> Path:
+    """Returns `path` (a wav from write_wav: fmt then data) after setting header fields, as a faulty tool writes them.
+
+    fact: the body of a `fact` chunk put between fmt and data; data_bytes: the size the data chunk declares.
+    """
+    path = Path(path)
+    raw = bytearray(path.read_bytes())
+    assert raw[12:16] == b"fmt " and raw[36:40] == b"data", "rewrite_header expects fmt at 12 and data at 36"
+    fields = {20: ("<H", tag), 32: ("<H", block), 34: ("<H", bits), 40: ("<I", data_bytes)}
+    for offset, (form, value) in fields.items():
+        if value is not None:
+            struct.pack_into(form, raw, offset, value)
+    if fact is not None:
+        raw[36:36] = b"fact" + struct.pack("<I", len(fact)) + fact
+    struct.pack_into("<I", raw, 4, len(raw) - 8)
+    path.write_bytes(bytes(raw))
+    return path
