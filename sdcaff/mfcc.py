@@ -16,7 +16,7 @@ HOP_LENGTH = 384  # authors' code: feature_extractor hop_length=384 (24 ms) -> 2
 N_MELS = 128  # librosa.feature.melspectrogram default
 F_MIN = 0.0  # librosa.filters.mel default
 F_MAX = 8000.0  # librosa.filters.mel default: sample_rate / 2
-PAD_MODE = "reflect"  # librosa < 0.10 stft default (the authors' era); librosa >= 0.10 pads with zeros
+PAD_MODE = "reflect"  # librosa <= 0.8 stft default; zeros from 0.9.0: the authors' padding is undetermined (fidelity.md)
 TOP_DB = 80.0  # librosa.power_to_db default: floor each utterance at its maximum - 80 dB
 AMIN = 1e-10  # librosa.power_to_db default: power floor before the log
 DELTA_WIDTH = 9  # librosa.feature.delta default: Savitzky-Golay window of 9 points
