@@ -1,11 +1,15 @@
 import logging
 import os
+import re
 import stat
 
 import pandas as pd
 import pytest
+import soundfile
 
-from corpus_builders import IEMOCAP_UTTERANCES, MSP_IMPROV_UTTERANCES, write_iemocap, write_msp_improv
+from corpus_builders import (
+    IEMOCAP_UTTERANCES, MSP_IMPROV_UTTERANCES, rewrite_header, write_iemocap, write_msp_improv,
+)
 from sdcaff import cli
 from sdcaff.data import manifest, splits
 
@@ -178,3 +182,56 @@ def test_unknown_corpus_is_refused_by_the_parser(stage, capsys):
     with pytest.raises(SystemExit):
         cli.main(["manifest", "--corpus", "ravdess"])
     assert "invalid choice: 'ravdess'" in capsys.readouterr().err
+
+
+# Headers libsndfile opens with "Unspecified internal error" or "No 'data' chunk marker", or reads with another frame
+# count than the header gives: each must stop the manifest stage naming the wav and the cause.
+HEADER_DEFECTS = {
+    "block align 3 for mono 16-bit": (dict(block=3), "block align 3 does not fit 1 channel\\(s\\) of 16-bit samples"),
+    "block align 4 for mono 16-bit": (dict(block=4), "block align 4 does not fit .*\\(expected 2\\)"),
+    "float tag on 16-bit data": (dict(tag=3), "float format \\(tag 3\\) with 16-bit samples"),
+    "PCM with 0-bit samples": (dict(bits=0), "PCM with 0-bit samples"),
+    "fact chunk of 2 bytes": (dict(fact=b"\x00\x00"), "malformed fact chunk \\(2 bytes"),
+    "empty fact chunk": (dict(fact=b""), "malformed fact chunk \\(0 bytes"),
+    "fact chunk past the end": (dict(fact=b"\x20\x03\x00\x00"), None),  # its size is set below
+    "data chunk beyond the file": (dict(data_bytes=10**6), "truncated: header declares 1000000 data bytes"),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(HEADER_DEFECTS))
+@pytest.mark.reliability("audio")
+def test_inconsistent_wav_header_stops_the_manifest_naming_wav_and_cause(stage, capsys, defect):
+    corpus = write_iemocap(stage / "c")
+    wav = corpus.wavs["Ses04F_impro02_F003"]
+    fields, cause = HEADER_DEFECTS[defect]
+    rewrite_header(wav, **fields)
+    if cause is None:  # a fact chunk whose size field runs past the end of the file
+        raw = bytearray(wav.read_bytes())
+        raw[40:44] = (10**6).to_bytes(4, "little")
+        wav.write_bytes(bytes(raw))
+        cause = "truncated or corrupt: 'fact' chunk declares 1000000 bytes"
+    assert cli.main(["manifest", "--corpus", "iemocap", "--root", str(corpus.root), "--out", "m.csv"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(rf"{re.escape(str(wav))}: .*{cause}", err), err
+    assert not (stage / "m.csv").exists()
+
+
+@pytest.mark.reliability("audio")
+def test_a_well_formed_fact_chunk_passes_and_reads(stage):
+    corpus = write_iemocap(stage / "c")
+    wav = rewrite_header(corpus.wavs["Ses04F_impro02_F003"], fact=(800).to_bytes(4, "little"))
+    assert cli.main(["manifest", "--corpus", "iemocap", "--root", str(corpus.root), "--out", "m.csv"]) == 0
+    row = read_csv(stage / "m.csv").set_index("utt_id").loc["iemocap/Ses04F_impro02_F003"]
+    assert row["num_samples"] == "800" and len(soundfile.read(wav)[0]) == 800
+
+
+@pytest.mark.reliability("labels")
+def test_empty_evaluation_txt_beside_a_good_evalution_txt_keeps_every_label(stage, caplog):
+    corpus = write_msp_improv(stage / "c", label_file="Evalution.txt")
+    args = ["manifest", "--corpus", "msp-improv", "--root", str(corpus.root)]
+    assert cli.main(args + ["--out", "one.csv"]) == 0
+    (corpus.root / "Evaluation.txt").write_bytes(b"\xef\xbb\xbf")
+    with caplog.at_level(logging.WARNING, logger="sdcaff.data.msp_improv"):
+        assert cli.main(args + ["--out", "both.csv"]) == 0
+    assert (stage / "both.csv").read_bytes() == (stage / "one.csv").read_bytes()
+    assert "reading Evalution.txt (Evaluation.txt holds no evaluation block)" in caplog.text
