@@ -1,4 +1,4 @@
-"""Issue #12, "never destroy, never half-write": synth's folder, the splits and features outputs, a full disk, empty paths.
+"""Issue #12, "never destroy, never half-write": synth's folder, splits and features, a full disk, empty paths.
 
 Each case runs a stage command the way a user would and checks what is left on disk afterwards: the
 previous outputs byte for byte (or the complete new ones), no hidden temporary, and a message naming the
@@ -134,7 +134,8 @@ def _env_at_default_out(stage: Path, monkeypatch) -> list[str]:
 
 
 def _params_at_out(stage: Path, monkeypatch) -> list[str]:
-    (stage / "params.yaml").write_text(PARAMS.replace("iemocap: {root: null}", "iemocap: {root: artifacts/corpora/iemocap}"))
+    root = "iemocap: {root: artifacts/corpora/iemocap}"
+    (stage / "params.yaml").write_text(PARAMS.replace("iemocap: {root: null}", root))
     return ["synth", "--corpus", "msp-improv", "--out", "artifacts/corpora/iemocap/x"]
 
 
