@@ -298,3 +298,32 @@ def test_an_empty_corpus_variable_is_an_error(stage, monkeypatch, capsys, corpus
         assert cli.main([verb, "--corpus", corpus]) == 1
         assert f"${var} is set but empty" in capsys.readouterr().err
     assert not (stage / "artifacts").exists() and not (stage / "results").exists()
+
+
+@pytest.mark.reliability("destroy")
+def test_dvc_repro_of_synth_leaves_a_licensed_copy_at_its_output(tmp_path):
+    # DVC deletes a stage's outputs before its command unless they persist; synth's outputs do, so a real
+    # corpus a user put where synth writes (and pointed SDCAFF_IEMOCAP at) survives `dvc repro`.
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("dvc.yaml", "params.yaml", "profile.yaml"):
+        shutil.copy(repo / name, tmp_path / name)
+    shutil.copytree(repo / "sdcaff", tmp_path / "sdcaff", ignore=shutil.ignore_patterns("__pycache__"))  # deps
+    corpus = tmp_path / "artifacts" / "corpora" / "iemocap"
+    (corpus / "Session1" / "dialog").mkdir(parents=True)
+    (corpus / "Session1" / "dialog" / "Ses01F_impro01.txt").write_text("the only copy\n")
+    before = snapshot(corpus)
+    venv_bin = Path(sys.executable).parent
+    environ = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+               "SDCAFF_IEMOCAP": str(corpus)}
+    environ.pop("SDCAFF_PARAMS", None)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([str(venv_bin / "dvc"), "init", "-q"], cwd=tmp_path, check=True, env=environ)
+    run = subprocess.run([str(venv_bin / "dvc"), "repro", "synth@iemocap"], cwd=tmp_path, env=environ,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "corpus" in (run.stdout + run.stderr)
+    assert snapshot(corpus) == before
