@@ -448,3 +448,14 @@ def test_every_configured_protocol_states_its_choices(params):
     exc_only = {"neu": "neutral", "sad": "sad", "ang": "angry", "exc": "happy"}
     assert params.label_maps[authors.source.label_map] == exc_only
     assert params.protocols["msp-improv-authors"].source.label_column == "target"
+
+
+@pytest.mark.reliability("manifest")
+def test_a_fold_without_training_rows_stops_the_splits_stage(tmp_path, params, manifests):
+    # A copy holding Session1 only: leave-one-session-out leaves nothing to train on. Said here, by the
+    # stage that knows the protocol, not later by train.
+    frame = manifests["iemocap"].frame
+    one = {**manifests, "iemocap": splits.Manifest(tmp_path / "iemocap.csv", frame[frame["session"] == 1])}
+    with pytest.raises(ManifestError, match=r"iemocap.csv: protocol 'iemocap-loso' fold 0 has no 'train' "
+                                            r"and no 'valid' rows \(\d+ utterances kept .*sessions \[1\]\)"):
+        splits.build("iemocap-loso", params.protocols["iemocap-loso"], params, one)

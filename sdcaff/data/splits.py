@@ -280,6 +280,15 @@ def build(
             role: {c: int(((in_fold["role"] == role) & (in_fold["label"] == c)).sum()) for c in params.classes}
             for role in ROLES
         }
+        # A fold with no rows in a role cannot train, select or score: stop here, not at train.
+        empty = [role for role in ROLES if not sum(info["counts"][role].values())]
+        if empty:
+            paths = ", ".join(str(manifests[s.corpus].path) for s in sources)
+            raise ManifestError(
+                f"{paths}: protocol '{name}' fold {info['fold']} has no {' and no '.join(repr(r) for r in empty)} "
+                f"rows ({len(kept)} utterances kept after the label map"
+                + (f", sessions {sorted(kept['session'].unique().tolist())}" if "session" in kept else "")
+                + "); a corpus this small cannot be split this way")
     sidecar = {
         "protocol": name,
         "description": protocol.description,
