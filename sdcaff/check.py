@@ -27,7 +27,8 @@ class CheckParams:
     expected: str = "results/expected.json"  # committed expectations for the default pipeline
     metrics_dir: str = "results/metrics"  # <experiment>.json each; any other *.json there is an error
     corpora_dir: str = "results/corpora"  # fingerprints: --against paper warns when a corpus was synthetic
-    tolerance: float = 0.5  # percentage points, used when recording; see docs/regression.md
+    tolerance: float = 0.5  # percentage points, used when recording; with --spread, the floor; docs/regression.md
+    spread_factor: float = 1.5  # --record --spread: tolerance = this x the largest measured difference of its group
     paper_tolerance: float = 2.0  # percentage points between a real-corpus run and the paper
 
 
@@ -106,12 +107,51 @@ def corpus_banner(metrics: Mapping[str, dict], corpora: Mapping[str, dict], corp
     return ["!" * len(line), line, "!" * len(line), ""]
 
 
-def record(metrics: dict[str, dict], tolerance: float, profile: str | None) -> dict:
-    """Returns an expectations document for the current metrics, with its provenance."""
+def measured_spread(metrics: dict[str, dict], others: Mapping[str, dict[str, dict]]) -> dict[tuple[str, str], float]:
+    """Returns {(group, metric): largest |difference|} between `metrics` and other runs of the same study.
+
+    The other runs are the same experiments on other CPU kinds or thread counts; an experiment missing
+    from one of them is an error, since a spread that leaves it out says nothing about it.
+    """
+    spread: dict[tuple[str, str], float] = {}
+    for name, other in others.items():
+        missing = sorted(set(metrics) - set(other))
+        if missing:
+            raise SdcaffError(f"{name}: no metrics for {', '.join(missing)}; the spread must cover every experiment")
+        for exp, m in metrics.items():
+            for key in RECORDED_KEYS:
+                a, b = lookup(m, key), lookup(other[exp], key)
+                if a is None or b is None:
+                    continue
+                group = (str(m.get("group", "headline")), key)
+                spread[group] = max(spread.get(group, 0.0), abs(a - b))
+    return spread
+
+
+def spread_tolerance(spread: float, floor: float, factor: float) -> float:
+    """Returns factor x spread rounded up to 0.1 point, and never below `floor`."""
+    return max(floor, math.ceil(factor * spread * 10 - 1e-9) / 10)
+
+
+def record(metrics: dict[str, dict], tolerance: float, profile: str | None,
+           spread: dict[tuple[str, str], float] | None = None, factor: float = 1.5) -> dict:
+    """Returns an expectations document for the current metrics, with its provenance.
+
+    Without `spread` every metric gets `tolerance`; with it, each metric gets spread_tolerance() of the
+    largest difference measured for its experiment group and metric, `tolerance` being the floor.
+    """
     experiments = {}
     for exp, m in sorted(metrics.items()):
-        entries = {k: {"value": round(v, 4), "tolerance": tolerance}
-                   for k in RECORDED_KEYS if (v := lookup(m, k)) is not None}
+        entries = {}
+        for k in RECORDED_KEYS:
+            if (v := lookup(m, k)) is None:
+                continue
+            entry = {"value": round(v, 4), "tolerance": tolerance}
+            if spread is not None:
+                measured = spread.get((str(m.get("group", "headline")), k), 0.0)
+                entry = {"value": round(v, 4), "tolerance": spread_tolerance(measured, tolerance, factor),
+                         "spread": round(measured, 4)}
+            entries[k] = entry
         if entries:
             experiments[exp] = entries
     first = next(iter(metrics.values()), {})
@@ -148,6 +188,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, help="percentage points (paper mode, or when recording)")
     parser.add_argument("--record", action="store_true",
                         help="write the expectations file from the current metrics instead of checking")
+    parser.add_argument("--spread", action="append", metavar="DIR", type=Path,
+                        help="with --record: the metrics dir of another run of the same study (another CPU kind or "
+                             "thread count; repeatable); each tolerance comes from the measured differences")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,7 +202,14 @@ def run(args: argparse.Namespace) -> int:
     if args.record:
         if not metrics:
             raise SdcaffError(f"{metrics_dir}: no metrics files to record")
-        doc = record(metrics, args.tolerance if args.tolerance is not None else p.tolerance, None)
+        floor = args.tolerance if args.tolerance is not None else p.tolerance
+        spread = None
+        if args.spread:
+            spread = measured_spread(metrics, {str(d): results.load_metrics(d) for d in args.spread})
+        doc = record(metrics, floor, None, spread, p.spread_factor)
+        if spread is not None:
+            doc["provenance"]["spread"] = {"runs": [str(d) for d in args.spread], "factor": p.spread_factor,
+                                           "floor": floor}
         with atomic_path(expected_path) as tmp:
             tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         log.info("wrote %d experiments' expectations to %s", len(doc["experiments"]), expected_path)

@@ -1,5 +1,6 @@
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +210,37 @@ def test_check_needs_only_the_keys_it_reads(project, capsys):
                          "ua": {"pooled": 38.5, "fold_mean": 38.6}})
     assert cli.main(["check"]) == 0
     assert "8 metrics within tolerance" in capsys.readouterr().out
+
+
+def test_record_with_spread_sets_each_tolerance_from_the_measured_differences(tmp_path, monkeypatch):
+    # Two runs of one study on two CPU kinds: each metric's tolerance is 1.5 x the largest difference its
+    # group showed (rounded up to 0.1), never below the floor, and a regression beyond it still fails.
+    def write(directory: Path, shift: dict[str, float]) -> Path:
+        directory.mkdir()
+        for exp, group in (("head", "headline"), ("abl", "ablation")):
+            m = {"experiment": exp, "group": group, "model": "sdcaff/model", "protocol": "p", "seeds": [1],
+                 "wa": {"pooled": 60.0 + shift.get(exp, 0.0), "fold_mean": 60.0},
+                 "ua": {"pooled": 50.0, "fold_mean": 50.0 - shift.get(exp, 0.0)}}
+            (directory / f"{exp}.json").write_text(json.dumps(m))
+        return directory
+
+    native = write(tmp_path / "native", {})
+    other = write(tmp_path / "avx2", {"head": 0.2, "abl": 4.0})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("check:\n  tolerance: 0.5\n  spread_factor: 1.5\n")
+    expected = tmp_path / "expected.json"
+    assert cli.main(["check", "--record", "--expected", str(expected), "--metrics-dir", str(native),
+                     "--spread", str(other)]) == 0
+    doc = json.loads(expected.read_text())
+    head, abl = doc["experiments"]["head"], doc["experiments"]["abl"]
+    assert head["wa.pooled"] == {"value": 60.0, "tolerance": 0.5, "spread": 0.2}  # 0.3 is under the floor
+    assert head["wa.fold_mean"]["tolerance"] == 0.5 and head["wa.fold_mean"]["spread"] == 0.0
+    assert abl["wa.pooled"]["tolerance"] == 6.0 and abl["ua.fold_mean"]["tolerance"] == 6.0
+    assert doc["provenance"]["spread"] == {"runs": [str(other)], "factor": 1.5, "floor": 0.5}
+    assert cli.main(["check", "--expected", str(expected), "--metrics-dir", str(other)]) == 0
+    worse = write(tmp_path / "worse", {"abl": 6.5})
+    assert cli.main(["check", "--expected", str(expected), "--metrics-dir", str(worse)]) == 1
+    # A spread run that lacks an experiment cannot vouch for its tolerance.
+    (other / "abl.json").unlink()
+    assert cli.main(["check", "--record", "--expected", str(expected), "--metrics-dir", str(native),
+                     "--spread", str(other)]) == 1
