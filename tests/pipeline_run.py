@@ -1,7 +1,9 @@
 """The reduced but real pipeline CI runs: every stage's own code on a small synthetic IEMOCAP.
 
-`python -m tests.pipeline_run --record` re-runs it and rewrites tests/expected/pipeline.json (commit
-it with the change that moved the numbers); tests/test_pipeline.py runs it and checks against that.
+`python -m tests.pipeline_run --keep DIR` under each CPU kind, then `--record --kinds DIR...` re-runs it
+and rewrites tests/expected/pipeline.json with each metric's tolerance taken from those runs (commit it
+with the change that moved the numbers; docs/regression.md has the commands). tests/test_pipeline.py
+runs it and checks against that.
 """
 
 from __future__ import annotations
@@ -20,23 +22,34 @@ from sdcaff import cli
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = REPO / "tests" / "expected" / "pipeline.json"
 EXPERIMENTS = ("iemocap-authors", "iemocap-loso")  # both protocols, the paper's headline corpus
-FOLDS = (0, 1)
+# Sessions 1 and 5 (LOSO folds 0 and 4). Measured on all 5 folds at the settings below (commit 317f91e):
+# UA authors 70.7 66.9 65.1 79.4 73.9, LOSO 77.0 51.5 49.5 47.6 77.6. LOSO tests on sessions 2-4 sat
+# near 50, twice chance, where the guard's learning assertion would be a coin toss; 1 and 5 were far above.
+FOLDS = (0, 4)
 SEED = 987654  # the authors' seed; the committed expectations were recorded with it
 THREADS = 2  # params.yaml env.threads; CPU sums are bitwise repeatable only at one thread count
+# Each metric's tolerance: params check.spread_factor (1.5) x the largest difference measured between
+# this run and runs under other CPU kinds and thread counts (docs/regression.md), never below this floor.
+TOLERANCE_FLOOR = 1.0  # percentage points
 
 
 def reduced_params(seed: int = SEED, threads: int = THREADS) -> dict:
-    """Returns the repository's params.yaml cut down: small corpus, 2 folds, 6 epochs, one seed."""
+    """Returns the repository's params.yaml cut down: small corpus, 2 folds, 20 epochs, one seed."""
     p = yaml.safe_load((REPO / "params.yaml").read_text())
     p["env"]["threads"] = threads
-    p["synth"]["iemocap_scale"] = 0.06  # ~600 wavs, ~190 in the authors' 4-class subset
+    # ~1,000 wavs, ~340 in the authors' 4-class subset. At 0.06 (~190) the same schedule reached UA 61.5
+    # (authors) and 61.8 (LOSO) on folds 0 and 4, with LOSO fold 4 at 48: too few rows to learn a session.
+    p["synth"]["iemocap_scale"] = 0.10
     p["splits"]["protocols"] = {k: v for k, v in p["splits"]["protocols"].items() if k in EXPERIMENTS}
     p["feature_sets"] = {"iemocap": p["feature_sets"]["iemocap"]}
     # Two folds of each protocol: every code path of the full study, a fifth of its training time.
     p["experiments"] = {k: {**v, "folds": list(FOLDS)} for k, v in p["experiments"].items() if k in EXPERIMENTS}
     p["profile"] = "quick"
     train = p["profiles"]["quick"]["train"]
-    train.update(epochs=6, lr_drop_epochs=[5], seeds=[seed], jobs=1)
+    # The quick profile's lr (5e-3) for 12 epochs, then 4 at lr/10 and 4 at lr/100. At 6 epochs the loss
+    # was still falling and UA sat at 25-34 (chance 25); at 20 UA fold mean is 74 (authors) and 65 (LOSO)
+    # here and at least 67 and 58 under every emulated CPU kind (docs/regression.md), in ~1.5 min alone.
+    train.update(epochs=20, lr_drop_epochs=[12, 16], seeds=[seed], jobs=1)
     return p
 
 
@@ -90,15 +103,22 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=SEED, help="training seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=THREADS, help="env.threads (default: %(default)s)")
     parser.add_argument("--keep", type=Path, help="copy results/ (metrics, predictions) into this directory")
+    parser.add_argument("--kinds", type=Path, nargs="+", metavar="DIR",
+                        help="with --record: --keep directories of runs under other CPU kinds (tolerances)")
     args = parser.parse_args()
     if args.record and (args.seed, args.threads) != (SEED, THREADS):
         parser.error("--record only at the default seed and thread count")
+    if args.record and not args.kinds:
+        parser.error("--record needs --kinds: each tolerance comes from runs under other CPU kinds")
     tmp = Path(tempfile.mkdtemp(prefix="sdcaff-pipeline-"))
     try:
         metrics_dir = run(tmp, args.seed, args.threads)
         if args.keep:
             shutil.copytree(tmp / "results", args.keep, dirs_exist_ok=True)
-        verb = ["--record", "--tolerance", "1.0"] if args.record else []
+        verb = []
+        if args.record:
+            verb = ["--record", "--tolerance", str(TOLERANCE_FLOOR)]
+            verb += [arg for kind in args.kinds for arg in ("--spread", str((kind / "metrics").resolve()))]
         return cli.main(["check", "--expected", str(EXPECTED), "--metrics-dir", str(metrics_dir), *verb])
     finally:
         os.chdir(REPO)

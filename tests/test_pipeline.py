@@ -38,8 +38,16 @@ def test_reported_numbers_match_the_committed_expectations(study, capsys):
     assert "FAIL" not in out and "MISSING" not in out
 
 
+def test_the_guarded_run_learns(study):
+    # A guard on a model at chance guards noise: any code change moves it by as much as a CPU kind does.
+    # The reduced run reaches UA 58-74 on every CPU kind measured (docs/regression.md); 50 is twice chance.
+    workdir, _ = study
+    for exp in pipeline_run.EXPERIMENTS:
+        m = json.loads((workdir / f"results/metrics/{exp}.json").read_text())
+        assert m["ua"]["fold_mean"] >= 50.0, (exp, m["ua"])
+
+
 def test_every_experiment_is_complete(study):
-    # The reduced run is too small to learn much (see docs/regression.md); it guards the code path.
     workdir, _ = study
     for exp in pipeline_run.EXPERIMENTS:
         m = json.loads((workdir / f"results/metrics/{exp}.json").read_text())
@@ -48,14 +56,18 @@ def test_every_experiment_is_complete(study):
         assert sum(f["n"] for f in m["per_fold"]) == sum(map(sum, m["confusion"]))
 
 
-@pytest.mark.parametrize("key,delta", [("wa", -3.0), ("ua", 3.0)])
-def test_a_shifted_metric_fails_the_check(study, tmp_path, key, delta, capsys):
+@pytest.mark.parametrize("key,sign", [("wa", -1.0), ("ua", 1.0)])
+def test_a_shifted_metric_fails_the_check(study, tmp_path, key, sign, capsys):
     workdir, _ = study
     shifted = tmp_path / "metrics"
     shutil.copytree(workdir / "results/metrics", shifted)
     path = shifted / "iemocap-loso.json"
     m = json.loads(path.read_text())
-    m[key]["pooled"] += delta
+    # This run may itself sit up to one tolerance from the recorded value (another CPU kind), on either
+    # side: a shift of two tolerances and half a point always lands outside.
+    expected = json.loads(pipeline_run.EXPECTED.read_text())["experiments"]["iemocap-loso"]
+    tolerance = expected[f"{key}.pooled"]["tolerance"]
+    m[key]["pooled"] += sign * (2 * tolerance + 0.5)
     path.write_text(json.dumps(m))
     assert check(shifted) == 1
     assert "FAIL" in capsys.readouterr().out
