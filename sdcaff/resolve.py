@@ -25,13 +25,20 @@ OUT_DIR = Path("artifacts/experiments")
 
 
 def resolved(config: train.Config) -> dict:
-    """Returns the experiment's whole resolved settings as plain data (which units run included)."""
+    """Returns the experiment's whole resolved settings as plain data (which units run included).
+
+    Leaves out how the units are run (train.jobs, train.backend): switching a finished study to a cluster
+    or to more worker processes changes no result, so it must not make DVC rerun a stage.
+    """
+    train_settings = params.to_dict(config.train)
+    for key in ("jobs", "backend"):
+        del train_settings[key]
     return {
         "experiment": config.experiment,
         "profile": config.profile,
         "spec": params.to_dict(config.spec),
         "model_params": params.to_dict(config.model_params),
-        "train": params.to_dict(config.train),
+        "train": train_settings,
         "env": params.to_dict(config.env),
     }
 

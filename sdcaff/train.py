@@ -8,7 +8,9 @@ state after the last finished epoch, so a killed unit resumes where it stopped w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import importlib
 import importlib.util
@@ -17,7 +19,9 @@ import logging
 import logging.handlers
 import math
 import multiprocessing
+import os
 import shutil
+import socket
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,7 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sdcaff import digest, env, metrics, params
+from sdcaff import cluster, digest, env, metrics, params
 from sdcaff.data.loader import Features, Split, UtteranceDataset, load_features, make_loader, read_split
 from sdcaff.errors import ParamsError, SdcaffError
 from sdcaff.files import atomic_path
@@ -128,6 +132,9 @@ class TrainParams:
     loss: LossParams = LossParams()
     num_workers: int = 0  # loader processes; 0 keeps loading in the training process
     jobs: int = 1  # units trained at once, each in its own process with env.threads // jobs threads
+    # Where the units train: here, or as a SLURM job array (params `slurm`, sdcaff/cluster.py). Overridden
+    # per run by --backend or SDCAFF_TRAIN_BACKEND; a unit's result does not depend on it.
+    backend: Literal["local", "slurm"] = "local"
 
     def problems(self) -> list[str]:
         """Returns what is out of range, in words; empty when every value can train."""
@@ -186,7 +193,7 @@ class Config:
         """Returns the settings a unit's result depends on, as plain data (seeds and folds left out)."""
         train = params.to_dict(self.train)
         # Which units run, and how many at once, change no unit's result.
-        for key in ("seeds", "secondary_seeds", "secondary_folds", "jobs"):
+        for key in ("seeds", "secondary_seeds", "secondary_folds", "jobs", "backend"):
             del train[key]
         return {
             "profile": self.profile,
@@ -423,10 +430,45 @@ def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 
 def train_unit(config: Config, split: Split, features: Features, seed: int, fold: int, options: Options,
                runs_dir: Path = RUNS_DIR) -> dict:
-    """Returns the unit's result record after training it (or finishing it from resume.pt) and writing its files."""
+    """Returns the unit's result record after training it (or finishing it from resume.pt) and writing its files.
+
+    Holds the unit's lock meanwhile: a second stage (or backend) that reaches the same unit waits, then
+    finds it done and returns its result instead of training it again.
+    """
     directory = unit_dir(config.experiment, seed, fold, runs_dir)
     key = unit_key(config, split)
     expected = unit_hash(key, options)
+    with unit_lock(runs_dir.parent / "locks" / config.experiment / f"seed_{seed}_fold_{fold}.lock"):
+        if is_done(directory, expected):
+            log.info("%s: trained meanwhile by another process", directory)
+            return {**json.loads((directory / "result.json").read_text(encoding="utf-8")), "seconds": 0.0}
+        return _train_unit(config, split, features, seed, fold, options, runs_dir, directory, key, expected)
+
+
+@contextlib.contextmanager
+def unit_lock(path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on `path` (flock: released by the kernel when the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            log.info("%s: held by %s; waiting for it", path, handle.read().strip() or "another process")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_unit(config: Config, split: Split, features: Features, seed: int, fold: int, options: Options,
+                runs_dir: Path, directory: Path, key: dict, expected: str) -> dict:
     env.configure(config.env)
     env.seed_everything(seed)
     p, classes, n_classes = config.train, split.classes, len(split.classes)
@@ -514,7 +556,8 @@ def train_unit(config: Config, split: Split, features: Features, seed: int, fold
     _write_unit(directory, config, split, seed, fold, selection, history, test_prob, result)
     env.write_provenance(Path("train") / config.experiment / f"seed_{seed}_fold_{fold}",
                          runs_dir.parent / "provenance", unit=directory.as_posix(), unit_hash=expected,
-                         epoch_seconds=[round(s, 3) for s in seconds], seconds=round(sum(seconds), 3))
+                         epoch_seconds=[round(s, 3) for s in seconds], seconds=round(sum(seconds), 3),
+                         slurm_job=cluster.job_name())
     return {**result, "seconds": sum(seconds)}  # for the caller's progress line only
 
 
@@ -620,9 +663,10 @@ def check_inputs(config: Config, split: Split, features: Features) -> None:
                           f"the model expects n_mfcc x frames = {expected[0]} x {expected[1]}")
 
 
-def train_units(config: Config, split: Split, todo: list[tuple[int, int]], options: Options) -> Iterator[dict]:
-    """Yields each unit's result as it finishes: here, or in train.jobs worker processes at once."""
-    jobs = min(config.train.jobs, len(todo))
+def train_units(config: Config, split: Split, todo: list[tuple[int, int]], options: Options,
+                jobs: int | None = None) -> Iterator[dict]:
+    """Yields each unit's result as it finishes: here, or in `jobs` (train.jobs) worker processes at once."""
+    jobs = min(jobs or config.train.jobs, len(todo))
     if jobs == 1:
         features = load_features(feature_paths(config))
         check_inputs(config, split, features)
@@ -681,6 +725,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: params env.device")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only; changes the numbers)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--backend", choices=cluster.BACKENDS,
+                        help=f"where the units train (default: ${cluster.BACKEND_VARIABLE}, else params train.backend)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -703,8 +749,12 @@ def run(args: argparse.Namespace) -> int:
     log.info("read %s (%d rows, %d folds, selection %s); %d of %d units to train (profile %s, device %s)",
              split.csv_path, len(split.rows), split.sidecar["folds"], split.sidecar["selection"], len(todo),
              len(units), config.profile, device)
-    if todo:
+    backend = cluster.choose_backend(args.backend, config.train.backend)
+    if todo and backend == "slurm":
+        results = cluster.train_on_slurm(config, split, todo, options, cluster.load_slurm_params())
+    elif todo:
         results = train_units(config, split, todo, options)
+    if todo:
         for result in tqdm(results, total=len(todo), desc=f"train {config.experiment}", unit="unit", disable=None):
             log.info("%s seed %d fold %d: epoch %d selected, test WA %.2f UA %.2f (%d utterances), %.0f s",
                      config.experiment, result["seed"], result["fold"], result["selected_epoch"], result["test"]["wa"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
@@ -73,3 +74,24 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"{'category':<{width}} {'tried':>5} {'failed':>6} {'skipped':>7}")
     for category, row in sorted(table.items(), key=lambda item: (item[0] == "total", item[0])):
         terminalreporter.write_line(f"{category:<{width}} {row['tried']:>5} {row['failed']:>6} {row['skipped']:>7}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM cluster (tests/slurm_cluster.py) for the session; skips where none can start."""
+    import slurm_cluster as cluster_module
+
+    reason = cluster_module.unavailable()
+    if reason:
+        pytest.skip(reason)
+    cluster = cluster_module.Cluster(tmp_path_factory.mktemp("slurm")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster, monkeypatch):
+    """The session's SLURM cluster, with SLURM_CONF set so that sbatch, squeue and submitit reach it."""
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster.env["SLURM_CONF"])
+    yield slurm_cluster
+    subprocess.run(["scancel", "--user=root"], env=slurm_cluster.env, capture_output=True, check=False)
