@@ -10,7 +10,7 @@ export PYTHONHASHSEED := 0
 # DVC stages call `sdcaff ...`: the venv's scripts come first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test test-slow bench clean
+.PHONY: setup repro test test-slow bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python -m pytest benchmarks -q -m 'not slow'
+
+# On a machine with a GPU (~8 min on one H100/H200): GPU tests, timing suites with compile and bf16,
+# and units per GPU at k = 1, 2, 4, 8 (docs/cluster.md). Fails at once without a CUDA device.
+gpu-check: setup
+	benchmarks/gpu_check.sh
 
 clean:
 	rm -rf artifacts .pytest_cache

@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("sdcaff.evaluate", "aggregate one experiment's runs into results/metrics/<exp>.json"),
     "report": ("sdcaff.report", "tables, plots and REPORT.md from the metrics files"),
     "bench": ("sdcaff.bench", "run the timing suites and write results/bench/<device>.json"),
+    "packing": ("sdcaff.packing", "units per hour with k units sharing one device (make gpu-check)"),
     "check": ("sdcaff.check", "compare metrics with committed expectations; non-zero on regression"),
 }
 
