@@ -60,6 +60,7 @@ SDCAFF_MODEL = "sdcaff/model"
 
 # The code a unit's numbers depend on besides its model's module. Each train stage in dvc.yaml lists
 # these files as deps (tests/test_dvc.py checks), and a unit's key covers their content.
+PROGRESS_EVERY_S = 30.0  # a progress line at least this often while a unit trains (and after its first batch)
 TRAINING_CODE = ("sdcaff.train", "sdcaff.data.loader", "sdcaff.metrics", "sdcaff.losses", "sdcaff.env")
 
 
@@ -353,11 +354,42 @@ def lr_schedule(optimizer: torch.optim.Optimizer, p: TrainParams) -> torch.optim
         optimizer, milestones=[e + 1 for e in p.lr_drop_epochs], gamma=p.lr_drop_factor)
 
 
+class BatchLog:
+    """Progress lines a log file can show (tqdm draws no bar there): the unit's first batch, then one every
+    `every_s` seconds with batches per second and the epoch's ETA."""
+
+    def __init__(self, name: str, every_s: float | None = None):
+        self.name, self.every_s = name, PROGRESS_EVERY_S if every_s is None else every_s
+        self.started = time.perf_counter()
+        self.first = True
+        self.epoch, self.epochs, self.epoch_start, self.last = 0, 0, self.started, self.started
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        self.epoch, self.epochs = epoch, epochs
+        self.epoch_start = self.last = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if not self.first and now - self.last < self.every_s:
+            return
+        rate = done / max(now - self.epoch_start, 1e-9)
+        what = "first batch" if self.first else f"batch {done}/{total}"
+        log.info("%s epoch %d/%d: %s after %.1f s, %.2f batches/s, epoch ETA %.0f s", self.name, self.epoch + 1,
+                 self.epochs, what, now - (self.started if self.first else self.epoch_start), rate,
+                 (total - done) / rate)
+        self.first, self.last = False, now
+
+
 def train_epoch(
-    model: nn.Module, loss_fn: MultiTaskLoss, optimizer: torch.optim.Optimizer, loader, options: Options
+    model: nn.Module, loss_fn: MultiTaskLoss, optimizer: torch.optim.Optimizer, loader, options: Options,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Returns the epoch's mean loss per utterance, and the true and predicted classes (N,) seen in training."""
+    """Returns the epoch's mean loss per utterance, and the true and predicted classes (N,) seen in training.
+
+    `progress(batches done, batches in the epoch)` is called after every batch.
+    """
     model.train()
+    batches = len(loader)
     lr = optimizer.param_groups[0]["lr"]
     total, count, trues, preds = 0.0, 0, [], []
     for static, dynamic, emotion, gender, _ in loader:
@@ -379,6 +411,8 @@ def train_epoch(
         count += len(emotion)
         trues.append(emotion.cpu())
         preds.append(out.emotion.detach().argmax(dim=1).cpu())
+        if progress is not None:
+            progress(len(trues), batches)
     return total / count, torch.cat(trues).numpy(), torch.cat(preds).numpy()
 
 
@@ -514,10 +548,12 @@ def _train_unit(config: Config, split: Split, features: Features, seed: int, fol
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
+    batch_log = BatchLog(f"{config.experiment} seed {seed} fold {fold}")
     for epoch in range(len(history), p.epochs):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        loss, train_true, train_pred = train_epoch(forward, loss_fn, optimizer, loaders["train"], options)
+        batch_log.start_epoch(epoch, p.epochs)
+        loss, train_true, train_pred = train_epoch(forward, loss_fn, optimizer, loaders["train"], options, batch_log)
         scheduler.step()
         valid_true, valid_prob = predict(forward, loaders["valid"], options)
         valid = scores(valid_true, valid_prob.argmax(axis=1), n_classes)
@@ -544,10 +580,10 @@ def _train_unit(config: Config, split: Split, features: Features, seed: int, fol
         _save_resume(directory, expected, model, loss_fn, optimizer, scheduler, generator, options, history,
                      seconds, selection)
         log.info(
-            "%s seed %d fold %d epoch %d/%d: loss %.4f, valid WA %.2f UA %.2f%s, lr %.1e, %.1f s",
+            "%s seed %d fold %d epoch %d/%d: loss %.4f, valid WA %.2f UA %.2f%s, lr %.1e, %.1f s, unit ETA %.0f s",
             config.experiment, seed, fold, epoch + 1, p.epochs, loss, valid["wa"], valid["ua"],
             f", test WA {test['wa']:.2f} UA {test['ua']:.2f}" if test["wa"] is not None else "",
-            lr, seconds[-1],
+            lr, seconds[-1], sum(seconds) / len(seconds) * (p.epochs - epoch - 1),
         )
 
     model.load_state_dict(selection.state)
@@ -755,10 +791,14 @@ def run(args: argparse.Namespace) -> int:
     elif todo:
         results = train_units(config, split, todo, options)
     if todo:
-        for result in tqdm(results, total=len(todo), desc=f"train {config.experiment}", unit="unit", disable=None):
-            log.info("%s seed %d fold %d: epoch %d selected, test WA %.2f UA %.2f (%d utterances), %.0f s",
-                     config.experiment, result["seed"], result["fold"], result["selected_epoch"], result["test"]["wa"],
-                     result["test"]["ua"], result["test"]["n"], result["seconds"])
+        start = time.monotonic()
+        bar = tqdm(results, total=len(todo), desc=f"train {config.experiment}", unit="unit", disable=None)
+        for done, result in enumerate(bar, start=1):
+            elapsed = time.monotonic() - start
+            log.info("%s seed %d fold %d: epoch %d selected, test WA %.2f UA %.2f (%d utterances), %.0f s; "
+                     "%d of %d units, ETA %.0f s", config.experiment, result["seed"], result["fold"],
+                     result["selected_epoch"], result["test"]["wa"], result["test"]["ua"], result["test"]["n"],
+                     result["seconds"], done, len(todo), elapsed / done * (len(todo) - done))
     log.info("wrote %d units under %s (%d were already done)", len(todo), RUNS_DIR / config.experiment,
              len(units) - len(todo))
     return 0

@@ -485,3 +485,20 @@ def test_zero_threads_is_refused_not_silently_one(tmp_path):
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.raises(ParamsError, match=r"params\.yaml:\d+: env.threads must be at least 1, got 0"):
         train.load_config("authors", path)
+
+
+def test_training_logs_progress_lines_a_log_file_can_show(trained, tmp_path, monkeypatch, caplog):
+    shutil.copytree(trained / "artifacts/features", tmp_path / "artifacts/features")
+    shutil.copytree(trained / "artifacts/splits", tmp_path / "artifacts/splits")
+    shutil.copy(trained / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "PROGRESS_EVERY_S", 0.0)  # a line after every batch
+    with caplog.at_level("INFO", logger="sdcaff.train"):
+        assert cli.main(["train", "--experiment", "honest", "--fold", "0"]) == 0
+    lines = [r.getMessage() for r in caplog.records]
+    first = [m for m in lines if "first batch after" in m]
+    assert len(first) == 1 and "honest seed 7 fold 0 epoch 1/3" in first[0] and "batches/s" in first[0]
+    assert any("epoch 2/3: batch 1/" in m and "epoch ETA" in m for m in lines)
+    assert any("epoch 3/3: loss" in m and "unit ETA 0 s" in m for m in lines)
+    assert any("1 of 1 units, ETA 0 s" in m for m in lines)
+    assert lines.index(first[0]) < min(i for i, m in enumerate(lines) if "epoch 1/3: loss" in m)
