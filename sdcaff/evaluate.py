@@ -122,6 +122,7 @@ def summarise(config: train.Config, split: Split, units: list[Unit]) -> dict[str
             for s in seeds
         ],
         "confusion": metrics.confusion(true, pred, len(classes)).tolist(),
+        "per_class": per_class(classes, true, pred, trues, preds),
         "selection": rule,
         "selected_by": train.SELECTED_BY[rule],
     }
@@ -149,6 +150,22 @@ def summarise(config: train.Config, split: Split, units: list[Unit]) -> dict[str
         "env": units[0].result["env"],  # versions, CPU, threads; commit and wall times: artifacts/provenance
     })
     return _rounded(record)
+
+
+def per_class(classes: list[str], true: np.ndarray, pred: np.ndarray, trues: list[np.ndarray],
+              preds: list[np.ndarray]) -> dict[str, dict]:
+    """Returns per class: recall, precision and F1 pooled over every test row, support, and the recall's
+    mean and std over the units whose test rows hold the class (percent)."""
+    pooled = metrics.per_class(true, pred, len(classes))
+    units = [metrics.per_class(t, p, len(classes))["recall"] for t, p in zip(trues, preds)]
+    out = {}
+    for i, name in enumerate(classes):
+        recalls = [u[i] for u in units if u[i] is not None]
+        spread = metrics.spread(recalls) if recalls else {"fold_mean": None, "fold_std": None}
+        out[name] = {"recall": pooled["recall"][i], "precision": pooled["precision"][i], "f1": pooled["f1"][i],
+                     "support": pooled["support"][i], "recall_fold_mean": spread["fold_mean"],
+                     "recall_fold_std": spread["fold_std"]}
+    return out
 
 
 def _rounded(value: Any) -> Any:

@@ -7,7 +7,7 @@ import warnings
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, precision_recall_fscore_support
 
 # authors' code: UA[i] = np.round(matrix[i, i] / class_total[i], 3) before the recalls are averaged.
 AUTHORS_RECALL_DECIMALS = 3
@@ -52,3 +52,19 @@ def spread(values: Sequence[float]) -> dict[str, float | None]:
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
     return {"fold_mean": mean, "fold_std": std}
+
+
+def per_class(true: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, list]:
+    """Returns recall, precision and F1 in percent per class (None where undefined) and each class's support.
+
+    A class absent from `true` has no recall; one never predicted has no precision: None, not 0.
+    """
+    labels = list(range(n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true, pred, labels=labels, zero_division=np.nan)
+
+    def percent(values):
+        return [None if math.isnan(v) else 100.0 * float(v) for v in values]
+
+    return {"recall": percent(recall), "precision": percent(precision), "f1": percent(f1),
+            "support": [int(n) for n in support]}

@@ -35,6 +35,9 @@ NOTES = {
     "protocol_gap": "Fold means over seed x fold units (percent). authors' maxima: per unit the best test score "
                     "over epochs, averaged (the paper's way); last epoch: the final epoch, no selection. "
                     "maxima - last epoch ~ test-set selection; last epoch - LOSO ~ speaker leakage.",
+    "per_class": "Recall (R) and precision (P) per class, pooled over every test row of every seed x fold unit "
+                 "(percent); support = test rows of the class (each seed counts once). UA is the mean of the recalls. "
+                 "– = undefined: a class never predicted has no precision.",
     "cross_corpus": "WA pooled over all test rows; UA fold mean ± std over seed x fold units (percent). "
                     "LOSO columns: UA fold mean of the same variant's speaker-independent run on that corpus; "
                     "drop = LOSO UA - cross-corpus UA.",
@@ -210,6 +213,24 @@ def cross_corpus_table(records: Mapping[str, Mapping], names: Mapping[str, str])
         "UA LOSO train corpus", "drop vs train LOSO", "UA LOSO test corpus", "drop vs test LOSO"])
 
 
+def per_class_table(records: Mapping[str, Mapping], names: Mapping[str, str]) -> pd.DataFrame:
+    """Returns one row per experiment: each class's pooled recall and precision, and its support."""
+    rows = []
+    for name in sorted(records, key=lambda n: (protocol_key(records[n]["protocol"]), n)):
+        rec = records[name]
+        variant = variant_of(rec)
+        row = {"experiment": name, "variant": names.get(variant, variant), "protocol": rec["protocol"],
+               "N": str(len(rec.get("per_fold", [])))}
+        per_class = rec.get("per_class") or {}
+        for label in rec.get("labels", []):
+            cell = per_class.get(label, {})
+            row[f"{label} R"] = pct(cell.get("recall"))
+            row[f"{label} P"] = pct(cell.get("precision"))
+            row[f"{label} support"] = DASH if cell.get("support") is None else str(cell["support"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
@@ -221,6 +242,7 @@ def build(records: Mapping[str, Mapping], names: Mapping[str, str]) -> dict[str,
         "variants": variants_table(records, names),
         "protocol_gap": protocol_gap_table(records, names),
         "cross_corpus": cross_corpus_table(records, names),
+        "per_class": per_class_table(records, names),
     }
 
 

@@ -68,6 +68,15 @@ def test_pooled_and_fold_mean_are_computed_apart(study):
     assert metrics["authors"]["wa"] == 70.0 and metrics["authors"]["ua"] == 60.0
     assert metrics["last_epoch"]["wa"]["fold_mean"] == 57.5 and metrics["last_epoch"]["ua"]["fold_mean"] == 52.5
     assert metrics["per_seed"] == [{"seed": 7, "wa": 62.5, "ua": pytest.approx(58.3333)}]
+    # Per class, from the confusion above: angry is never right, sad never wrongly predicted.
+    per_class = metrics["per_class"]
+    assert list(per_class) == fake_study.CLASSES
+    assert per_class["neutral"] == {"recall": 100.0, "precision": 50.0, "f1": pytest.approx(66.6667), "support": 2,
+                                    "recall_fold_mean": 100.0, "recall_fold_std": None}
+    assert per_class["angry"]["recall"] == 0.0 and per_class["angry"]["precision"] is None  # never predicted
+    assert per_class["happy"]["recall"] == 50.0 and per_class["happy"]["precision"] == 100.0
+    recalls = [per_class[c]["recall"] for c in fake_study.CLASSES]
+    assert sum(recalls) / 4 == pytest.approx(metrics["ua"]["pooled"])  # UA is the mean recall
 
 
 def test_evaluate_writes_the_metrics_schema_and_pooled_predictions(study):
@@ -76,7 +85,7 @@ def test_evaluate_writes_the_metrics_schema_and_pooled_predictions(study):
     metrics = json.loads((root / "results/metrics/authors.json").read_text())
     assert list(metrics) == [
         "experiment", "model", "variant", "group", "protocol", "train_corpus", "test_corpus", "labels", "seeds", "folds", "n", "wa", "ua",
-        "per_fold", "per_seed", "confusion", "selection", "selected_by", "authors", "last_epoch", "profile",
+        "per_fold", "per_seed", "confusion", "per_class", "selection", "selected_by", "authors", "last_epoch", "profile",
         "params_hash", "inputs", "key_hash", "options", "env",
     ]
     assert (metrics["experiment"], metrics["model"], metrics["protocol"]) == ("authors", "sdcaff/model", "random")

@@ -17,7 +17,7 @@ PARAMS = {"report": {
     "report": "results/REPORT.md", "corpora_dir": "results/corpora", "bench_table": "results/tables/bench.md",
     "variants": {"sdcaff": "SD-CAFF", "cnn": "CNN branch only"}, "plots": {},
 }}
-TABLE_FILES = sorted(f"{n}.{s}" for n in ("paper", "variants", "protocol_gap", "cross_corpus")
+TABLE_FILES = sorted(f"{n}.{s}" for n in ("paper", "variants", "protocol_gap", "cross_corpus", "per_class")
                      for s in ("md", "csv", "tex"))
 
 
@@ -66,7 +66,7 @@ def test_report_verb_writes_tables_figures_and_report(workdir, fake_draw):
     assert "NOT comparable with the paper's" in text
     assert "corpus `iemocap`: SYNTHETIC" in text
     assert "seeds: 1, 2" in text and "profile(s): quick" in text
-    for name in ("paper", "variants", "protocol_gap", "cross_corpus"):
+    for name in ("paper", "variants", "protocol_gap", "cross_corpus", "per_class"):
         assert (tables_dir / f"{name}.md").read_text() in text  # each table embedded verbatim
         assert f"(tables/{name}.csv)" in text
     assert "![confusion_iemocap-loso](plots/confusion_iemocap-loso.png)" in text

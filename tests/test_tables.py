@@ -203,3 +203,22 @@ def test_empty_tables_still_write(tmp_path, name):
     assert built[name].empty
     tables.write({name: built[name]}, tmp_path)
     assert "(no experiments for this table)" in (tmp_path / f"{name}.md").read_text()
+
+
+def test_per_class_table_shows_recall_precision_and_support_from_the_metrics():
+    from sdcaff import evaluate
+
+    recs = study()
+    true = np.array([0, 0, 1, 2, 3, 3])
+    pred = np.array([0, 1, 1, 0, 3, 3])
+    labels = recs["iemocap-loso"]["labels"]
+    recs["iemocap-loso"]["per_class"] = evaluate.per_class(labels, true, pred, [true], [pred])
+    frame = tables.per_class_table(recs, NAMES)
+    row = frame[frame["experiment"] == "iemocap-loso"].iloc[0]
+    # neutral: 1 of 2 right, predicted twice (once wrongly, for angry); angry never predicted.
+    assert (row["neutral R"], row["neutral P"], row["neutral support"]) == ("50.00", "50.00", "2")
+    assert (row["angry R"], row["angry P"]) == ("0.00", tables.DASH)
+    assert (row["happy R"], row["happy P"]) == ("100.00", "100.00")
+    other = frame[frame["experiment"] != "iemocap-loso"].iloc[0]
+    assert other["neutral R"] == tables.DASH  # a record without per_class (an older metrics file)
+    assert list(frame["experiment"]) == sorted(recs, key=lambda n: (tables.protocol_key(recs[n]["protocol"]), n))
