@@ -79,3 +79,10 @@ def split_ratio(per_fold: Sequence[Mapping]) -> float:
     if not ratios:
         raise ValueError("no per_fold unit records n_train")
     return float(np.mean(ratios))
+
+
+def adjust_bh(p_values: Sequence[float]) -> list[float]:
+    """Returns Benjamini-Hochberg adjusted p-values (false discovery rate), in the order given."""
+    if not p_values:
+        return []
+    return [float(p) for p in sps.false_discovery_control(np.asarray(p_values, dtype=float), method="bh")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -23,15 +24,22 @@ CORPORA = ("iemocap", "msp-improv")
 REFERENCE = "sdcaff"  # the variant every other one is compared with
 DASH = "–"  # a value that is undefined or absent (one unit, no n_train, key missing)
 NOT_RUN = "not run"
+# Fewer units than this print no interval and no test, only the units' values: with 2-4 units a 95 % t
+# interval spans tens of points and the exact Wilcoxon test cannot reach p < 0.05 (its floor at n = 4 is 0.125).
+MIN_UNITS = 5
+ALPHA = 0.05  # the verdicts' level, after the Benjamini-Hochberg adjustment across a protocol's variants
 
 # One line per table saying how its numbers were computed; written above each table.
 NOTES = {
     "paper": "Published numbers beside the same aggregation of this suite's run (percent). "
              "`keys` names the metrics-JSON entries compared; difference = reproduced - reported.",
-    "variants": "WA and UA: mean ± sample std [95% Student-t CI] over the N seed x fold units (percent). "
+    "variants": "WA and UA: mean ± sample std [95% Student-t CI] over the N seed x fold units (percent); with "
+                "fewer than 5 units, the mean and each unit's value, no interval and no test. "
                 "ΔUA: mean over shared units of variant UA - SD-CAFF UA. p corrected t: Nadeau & Bengio's "
                 "corrected resampled t-test (variance x (1/N + n_test/n_train)); p Wilcoxon: exact two-sided "
-                "signed-rank test on the same units.",
+                "signed-rank test on the same units. p BH: the corrected t's p adjusted by Benjamini-Hochberg "
+                "across the variants of the same protocol column; verdict: better / worse when p BH < 0.05, "
+                "else not shown at N units.",
     "protocol_gap": "Fold means over seed x fold units (percent). authors' maxima: per unit the best test score "
                     "over epochs, averaged (the paper's way); last epoch: the final epoch, no selection. "
                     "maxima - last epoch ~ test-set selection; last epoch - LOSO ~ speaker leakage.",
@@ -57,11 +65,23 @@ def pval(value: float | None) -> str:
 
 
 def spread(values: list[float]) -> str:
-    """Returns 'mean ± std [low, high]' over units; a single unit gives its value alone."""
+    """Returns 'mean ± std [low, high]' over units; under MIN_UNITS units, the mean and the units' values."""
     iv = stats.interval(values)
-    if iv.std is None:
-        return f"{iv.mean:.2f} (1 unit)"
+    if iv.n < MIN_UNITS:
+        listed = ", ".join(f"{v:.2f}" for v in values)
+        return f"{iv.mean:.2f} ({iv.n} unit{'s' if iv.n > 1 else ''}: {listed})"
     return f"{iv.mean:.2f} ± {iv.std:.2f} [{iv.low:.2f}, {iv.high:.2f}]"
+
+
+def verdict(mean_diff: float | None, p_adjusted: float | None, n: int) -> str:
+    """Returns the plain-words reading of a variant's paired difference with SD-CAFF."""
+    if mean_diff is None or n < MIN_UNITS:
+        return f"not tested ({n} unit{'s' if n != 1 else ''} < {MIN_UNITS})"
+    if p_adjusted is None:
+        return f"not shown at {n} units"
+    if p_adjusted < ALPHA:
+        return "better" if mean_diff > 0 else "worse"
+    return f"not shown at {n} units"
 
 
 def variant_of(record: Mapping) -> str:
@@ -119,31 +139,43 @@ def variants_table(records: Mapping[str, Mapping], names: Mapping[str, str]) -> 
     if not protocols:
         protocols = sorted({r["protocol"] for r in within}, key=protocol_key)
     found = {variant_of(r) for r in within if r["protocol"] in protocols}
-    rows = []
+    rows, tests = [], {protocol: {} for protocol in protocols}
     for variant in variant_order(found, names):
         row = {"variant": names.get(variant, variant), "id": variant}
         for protocol in protocols:
             hit = find(records, variant, protocol)
             ref = find(records, REFERENCE, protocol)
-            row.update(_variant_cells(protocol, hit[1] if hit else None, ref[1] if ref else None,
-                                      variant == REFERENCE))
+            cells, test = _variant_cells(protocol, hit[1] if hit else None, ref[1] if ref else None,
+                                         variant == REFERENCE)
+            row.update(cells)
+            if test is not None:
+                tests[protocol][len(rows)] = test
         rows.append(row)
+    for protocol, found_tests in tests.items():
+        head = f"{protocol}: "
+        tested = {i: t.p_t for i, t in found_tests.items() if t.p_t is not None and t.n >= MIN_UNITS}
+        adjusted = dict(zip(tested, stats.adjust_bh(list(tested.values())))) if tested else {}
+        for i, test in found_tests.items():
+            rows[i][head + "p BH"] = pval(adjusted.get(i))
+            rows[i][head + "verdict"] = verdict(test.mean_diff, adjusted.get(i), test.n)
     return pd.DataFrame(rows)
 
 
-def _variant_cells(protocol: str, rec: Mapping | None, ref: Mapping | None, is_ref: bool) -> dict[str, str]:
-    """Returns the variants table's cells for one record under one protocol (dashes where absent)."""
+def _variant_cells(protocol: str, rec: Mapping | None, ref: Mapping | None,
+                   is_ref: bool) -> tuple[dict[str, str], stats.Paired | None]:
+    """Returns the variants table's cells for one record under one protocol (dashes where absent), and its
+    paired test against SD-CAFF (None when there is none); p BH and verdict are filled in by the caller."""
     head = f"{protocol}: "
-    cells = {head + "WA": NOT_RUN, head + "UA": NOT_RUN, head + "N": DASH,
-             head + "ΔUA": DASH, head + "p corrected t": DASH, head + "p Wilcoxon": DASH}
+    cells = {head + "WA": NOT_RUN, head + "UA": NOT_RUN, head + "N": DASH, head + "ΔUA": DASH,
+             head + "p corrected t": DASH, head + "p Wilcoxon": DASH, head + "p BH": DASH, head + "verdict": DASH}
     if rec is None or not rec.get("per_fold"):
-        return cells
+        return cells, None
     wa, ua = units(rec, "wa"), units(rec, "ua")
     cells[head + "WA"] = spread(list(wa.values()))
     cells[head + "UA"] = spread(list(ua.values()))
     cells[head + "N"] = str(len(ua))
     if ref is None or is_ref:
-        return cells
+        return cells, None
     ref_ua = units(ref, "ua")
     shared = [u for u in rec["per_fold"] if (int(u["seed"]), int(u["fold"])) in ref_ua]
     try:
@@ -152,9 +184,13 @@ def _variant_cells(protocol: str, rec: Mapping | None, ref: Mapping | None, is_r
         ratio = None  # older metrics files lack n_train: the corrected t cannot be computed
     test = stats.paired(ua, ref_ua, ratio if ratio is not None else 0.0)
     cells[head + "ΔUA"] = pct(test.mean_diff)
-    cells[head + "p corrected t"] = pval(test.p_t) if ratio is not None else DASH
+    if test.n < MIN_UNITS:
+        return cells, test  # the difference only: no test from fewer units
+    if ratio is None:
+        test = dataclasses.replace(test, t=None, p_t=None)
+    cells[head + "p corrected t"] = pval(test.p_t)
     cells[head + "p Wilcoxon"] = pval(test.p_wilcoxon)
-    return cells
+    return cells, test
 
 
 def protocol_gap_table(records: Mapping[str, Mapping], names: Mapping[str, str]) -> pd.DataFrame:

@@ -62,7 +62,7 @@ def study() -> dict[str, dict]:
         make_record("msp-improv-loso", "sdcaff", "msp-improv-loso", shift=-10.0),
         make_record("iemocap-to-msp-improv", "sdcaff", "iemocap-to-msp-improv", folds=(0,), shift=-15.0),
         make_record("cnn-iemocap-authors", "cnn", "iemocap-authors", folds=(0, 1), shift=6.0),
-        make_record("cnn-iemocap-loso", "cnn", "iemocap-loso", folds=(0, 1), shift=-2.0),
+        make_record("cnn-iemocap-loso", "cnn", "iemocap-loso", folds=(0, 1, 2), shift=-2.0),
         make_record("zz-new-iemocap-loso", "zz-new", "iemocap-loso", shift=1.0),
     ]
     return {r["experiment"]: r for r in recs}
@@ -102,7 +102,7 @@ def test_variants_table_cells_are_spreads_and_paired_tests_over_units():
     ua = [u["ua"] for u in units]
     low, high = sps.t.interval(0.95, len(ua) - 1, loc=np.mean(ua), scale=np.std(ua, ddof=1) / math.sqrt(len(ua)))
     assert cnn["iemocap-loso: UA"] == f"{np.mean(ua):.2f} ± {np.std(ua, ddof=1):.2f} [{low:.2f}, {high:.2f}]"
-    assert cnn["iemocap-loso: N"] == "4"
+    assert cnn["iemocap-loso: N"] == "6"
     ref = {(u["seed"], u["fold"]): u["ua"] for u in recs["iemocap-loso"]["per_fold"]}
     mine = {(u["seed"], u["fold"]): u["ua"] for u in units}
     assert cnn["iemocap-loso: ΔUA"] == f"{np.mean([mine[k] - ref[k] for k in mine]):.2f}"
@@ -222,3 +222,53 @@ def test_per_class_table_shows_recall_precision_and_support_from_the_metrics():
     other = frame[frame["experiment"] != "iemocap-loso"].iloc[0]
     assert other["neutral R"] == tables.DASH  # a record without per_class (an older metrics file)
     assert list(frame["experiment"]) == sorted(recs, key=lambda n: (tables.protocol_key(recs[n]["protocol"]), n))
+
+
+def test_fewer_than_five_units_print_values_not_intervals_or_tests():
+    recs = {"a": make_record("a", "sdcaff", "iemocap-loso", seeds=(1,), folds=(0, 1, 2, 3, 4)),
+            "b": make_record("b", "cnn", "iemocap-loso", seeds=(1,), folds=(0, 1), shift=-20.0)}
+    cnn = row(tables.variants_table(recs, NAMES), "id", "cnn")
+    values = [u["ua"] for u in recs["b"]["per_fold"]]
+    assert cnn["iemocap-loso: UA"] == f"{np.mean(values):.2f} (2 units: {values[0]:.2f}, {values[1]:.2f})"
+    assert "[" not in cnn["iemocap-loso: UA"] + cnn["iemocap-loso: WA"]
+    assert cnn["iemocap-loso: p corrected t"] == cnn["iemocap-loso: p Wilcoxon"] == cnn["iemocap-loso: p BH"] == "–"
+    assert cnn["iemocap-loso: verdict"] == "not tested (2 units < 5)"
+    assert float(cnn["iemocap-loso: ΔUA"]) < -15  # the difference itself is still shown
+    assert tables.spread([61.0]) == "61.00 (1 unit: 61.00)"
+
+
+def test_verdicts_read_the_adjusted_p_and_the_sign():
+    assert tables.verdict(2.0, 0.01, 10) == "better"
+    assert tables.verdict(-2.0, 0.01, 10) == "worse"
+    assert tables.verdict(-2.0, 0.2, 10) == "not shown at 10 units"
+    assert tables.verdict(5.0, None, 5) == "not shown at 5 units"  # no corrected t (no n_train)
+    assert tables.verdict(5.0, 0.001, 4) == "not tested (4 units < 5)"
+
+
+def test_benjamini_hochberg_matches_the_textbook_steps():
+    # p sorted 0.01, 0.02, 0.03, 0.5 of m = 4: p_(i) * m / i, then the running minimum from the top.
+    assert stats.adjust_bh([0.03, 0.01, 0.5, 0.02]) == pytest.approx([0.04, 0.04, 0.5, 0.04])
+    assert stats.adjust_bh([]) == []
+
+
+def test_p_values_are_adjusted_across_the_variants_of_a_protocol():
+    recs = {"ref": make_record("ref", "sdcaff", "iemocap-loso", folds=(0, 1, 2, 3, 4))}
+    rng = np.random.default_rng(0)
+    for variant, shift in (("cnn", -6.0), ("lstm", 0.2), ("crnn", 3.0)):
+        rec = make_record(variant, variant, "iemocap-loso", folds=(0, 1, 2, 3, 4), shift=shift)
+        for unit in rec["per_fold"]:
+            unit["ua"] += float(rng.normal(0.0, 1.5))  # paired differences that vary: a t-test is defined
+        recs[variant] = rec
+    frame = tables.variants_table(recs, NAMES)
+    ref = tables.units(recs["ref"], "ua")
+    raw = {v: stats.paired(tables.units(recs[v], "ua"), ref, stats.split_ratio(recs[v]["per_fold"]))
+           for v in ("cnn", "lstm", "crnn")}
+    adjusted = dict(zip(raw, sps.false_discovery_control([t.p_t for t in raw.values()], method="bh")))
+    for variant, test in raw.items():
+        cells = row(frame, "id", variant)
+        assert cells["iemocap-loso: p corrected t"] == tables.pval(test.p_t)
+        assert cells["iemocap-loso: p BH"] == tables.pval(adjusted[variant])
+        assert cells["iemocap-loso: verdict"] == tables.verdict(test.mean_diff, adjusted[variant], 10)
+    verdicts = {v: row(frame, "id", v)["iemocap-loso: verdict"] for v in raw}
+    assert verdicts["cnn"] == "worse" and verdicts["lstm"] == "not shown at 10 units"
+    assert row(frame, "id", "sdcaff")["iemocap-loso: verdict"] == "–"  # the reference is not tested against itself
