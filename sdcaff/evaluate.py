@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sdcaff import env, metrics, params, train
+from sdcaff.data import fingerprint
 from sdcaff.data.loader import Split, read_split
 from sdcaff.errors import ManifestError, SdcaffError
 from sdcaff.files import atomic_path
@@ -28,6 +29,8 @@ class EvaluateParams:
     metrics_dir: str = "results/metrics"  # <exp>.json, small, tracked in git (DVC metrics, cache: false)
     predictions_dir: str = "results/predictions"  # <exp>.csv, every unit's test predictions (DVC-cached)
     headline_dir: str = "results/headline"  # <exp>.json, the few numbers `dvc metrics show` / `dvc exp show` list
+    corpora_dir: str = "results/corpora"  # the fingerprints (stage fingerprint) of the corpora a record names
+    manifest_dir: str = "artifacts/manifest"  # each corpus's manifest: its utterances, against the release's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +84,8 @@ def stale_parts(result: dict, key: dict) -> str:
     return " and ".join(parts) or "settings"
 
 
-def summarise(config: train.Config, split: Split, units: list[Unit]) -> dict[str, Any]:
+def summarise(config: train.Config, split: Split, units: list[Unit],
+              corpora: dict[str, dict] | None = None) -> dict[str, Any]:
     """Returns the experiment's metrics record (percent): pooled and per-unit WA/UA, confusion, authors' maxima."""
     classes = split.classes
     index = {c: i for i, c in enumerate(classes)}
@@ -107,6 +111,9 @@ def summarise(config: train.Config, split: Split, units: list[Unit]) -> dict[str
         "protocol": config.spec.protocol,
         "train_corpus": split.sidecar["corpora"]["train"],
         "test_corpus": split.sidecar["corpora"]["test"],
+        # Each corpus's fingerprint and status (synthetic, real and complete, real subset): the report puts
+        # side by side only records made from the same corpora.
+        "corpora": corpora or {},
         "labels": classes,
         "seeds": seeds,
         "folds": sorted({u.fold for u in units}),
@@ -217,7 +224,9 @@ def run(args: argparse.Namespace) -> int:
         units.append(Unit(seed, fold, result, predictions))
     log.info("read %d units (%d test predictions) of %s under %s", len(units),
              sum(len(u.predictions) for u in units), config.experiment, train.RUNS_DIR / config.experiment)
-    record = summarise(config, split, units)
+    used = dict.fromkeys([split.sidecar["corpora"]["train"], split.sidecar["corpora"]["test"]])
+    corpora = {name: fingerprint.describe(name, p.corpora_dir, p.manifest_dir) for name in used}
+    record = summarise(config, split, units, corpora)
     metrics_path = Path(p.metrics_dir) / f"{config.experiment}.json"
     predictions_path = Path(p.predictions_dir) / f"{config.experiment}.csv"
     with atomic_path(metrics_path) as tmp:

@@ -94,3 +94,43 @@ def load_corpora(corpora_dir: Path) -> dict[str, dict]:
 def synthetic_corpora(corpora: Mapping[str, Mapping]) -> list[str]:
     """Returns the names of the fingerprinted corpora that were the synthetic default, sorted."""
     return sorted(name for name, fp in corpora.items() if fp["synthetic"])
+
+
+def check_comparable(records: Mapping[str, Mapping], metrics_dir: Path) -> None:
+    """Raises ResultsFileError, naming the files, when the records cannot stand side by side: more than one
+    profile, or one corpus read as two different copies (its manifest md5 differs between records, e.g. a
+    partial repro on a new copy beside older metrics). Records written before corpora were recorded pass."""
+    profiles: dict[str, list[str]] = collections.defaultdict(list)
+    for name, record in sorted(records.items()):
+        profiles[str(record.get("profile"))].append(name)
+    if len(profiles) > 1:
+        groups = "; ".join(f"profile {p}: {_files(metrics_dir, names)}" for p, names in sorted(profiles.items()))
+        raise ResultsFileError(f"{metrics_dir}: metrics from different profiles cannot share a report: {groups}. "
+                               "Rerun the stale experiments (dvc repro) or move their files out")
+    copies: dict[str, dict[str, list[str]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    for name, record in sorted(records.items()):
+        for corpus, described in (record.get("corpora") or {}).items():
+            if isinstance(described, Mapping) and described.get("manifest_md5"):
+                label = f"{described['manifest_md5'][:12]} ({described.get('status', '?')})"
+                copies[corpus][label].append(name)
+    for corpus, found in sorted(copies.items()):
+        if len(found) > 1:
+            groups = "; ".join(f"manifest {label}: {_files(metrics_dir, names)}" for label, names in sorted(found.items()))
+            raise ResultsFileError(f"{metrics_dir}: corpus '{corpus}' differs between metrics files, so their numbers "
+                                   f"are not comparable: {groups}. Rerun the stale experiments (dvc repro) or move "
+                                   "their files out")
+
+
+def corpus_status(records: Mapping[str, Mapping]) -> dict[str, str]:
+    """Returns {corpus: status in words} from the records that describe their corpora (check_comparable first)."""
+    found: dict[str, str] = {}
+    for record in records.values():
+        for corpus, described in (record.get("corpora") or {}).items():
+            if isinstance(described, Mapping) and described.get("status"):
+                found.setdefault(corpus, str(described["status"]))
+    return dict(sorted(found.items()))
+
+
+def _files(metrics_dir: Path, names: list[str]) -> str:
+    shown = ", ".join(str(metrics_dir / f"{n}.json") for n in names[:4])
+    return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")

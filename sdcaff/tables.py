@@ -32,7 +32,8 @@ ALPHA = 0.05  # the verdicts' level, after the Benjamini-Hochberg adjustment acr
 # One line per table saying how its numbers were computed; written above each table.
 NOTES = {
     "paper": "Published numbers beside the same aggregation of this suite's run (percent). "
-             "`keys` names the metrics-JSON entries compared; difference = reproduced - reported.",
+             "`keys` names the metrics-JSON entries compared; difference = reproduced - reported. `data`: the "
+             "corpus copy behind the reproduced number; only `real, complete` is comparable with the paper.",
     "variants": "WA and UA: mean ± sample std [95% Student-t CI] over the N seed x fold units (percent); with "
                 "fewer than 5 units, the mean and each unit's value, no interval and no test. "
                 "ΔUA: mean over shared units of variant UA - SD-CAFF UA. p corrected t: Nadeau & Bengio's "
@@ -118,7 +119,11 @@ def paper_table(records: Mapping[str, Mapping]) -> pd.DataFrame:
     rows = []
     for rep in paper.REPORTED:
         hit = paper.reproduction(rep, records)
-        row = {"result": rep.name, "corpus": rep.corpus, "protocol": rep.protocol, "aggregation": rep.how,
+        described = (hit.get("corpora") or {}).get(hit.get("test_corpus"), {}) if hit is not None else {}
+        row = {"result": rep.name, "corpus": rep.corpus,
+               # the data behind the reproduced number: synthetic, real and complete, or a real subset
+               "data": str(described.get("status", DASH)) if isinstance(described, Mapping) else DASH,
+               "protocol": rep.protocol, "aggregation": rep.how,
                "keys": f"{rep.wa_key} / {rep.ua_key}", "experiment": rep.experiment if hit is not None else NOT_RUN}
         for metric, reported, key in (("WA", rep.wa, rep.wa_key), ("UA", rep.ua, rep.ua_key)):
             got = lookup(hit, key) if hit is not None else None

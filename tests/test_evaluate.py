@@ -84,7 +84,7 @@ def test_evaluate_writes_the_metrics_schema_and_pooled_predictions(study):
     assert cli.main(["evaluate", "--experiment", "authors"]) == 0
     metrics = json.loads((root / "results/metrics/authors.json").read_text())
     assert list(metrics) == [
-        "experiment", "model", "variant", "group", "protocol", "train_corpus", "test_corpus", "labels", "seeds", "folds", "n", "wa", "ua",
+        "experiment", "model", "variant", "group", "protocol", "train_corpus", "test_corpus", "corpora", "labels", "seeds", "folds", "n", "wa", "ua",
         "per_fold", "per_seed", "confusion", "per_class", "selection", "selected_by", "authors", "last_epoch", "profile",
         "params_hash", "inputs", "key_hash", "options", "env",
     ]

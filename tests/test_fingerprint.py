@@ -115,3 +115,24 @@ def test_output_inside_the_corpus_is_refused(stage, capsys):
     assert cli.main(["fingerprint", "--corpus", "iemocap", "--root", str(root), "--out", str(root / "fp.json")]) == 1
     assert "refusing to write the fingerprint" in capsys.readouterr().err
     assert not (root / "fp.json").exists()
+
+
+def test_describe_says_synthetic_complete_or_subset_with_counts(tmp_path):
+    from sdcaff import digest
+
+    manifests, prints = tmp_path / "manifest", tmp_path / "corpora"
+    manifests.mkdir()
+    prints.mkdir()
+    (manifests / "iemocap.csv").write_text("utt_id,label\n" + "".join(f"u{i},neu\n" for i in range(600)))
+    assert fingerprint.describe("iemocap", prints, manifests)["status"].startswith("unknown (no fingerprint")
+    (prints / "iemocap.json").write_text(json.dumps({"corpus": "iemocap", "synthetic": True}))
+    described = fingerprint.describe("iemocap", prints, manifests)
+    assert described == {"manifest_md5": digest.file_md5(manifests / "iemocap.csv"), "synthetic": True,
+                         "utterances": 600, "release_utterances": 10039, "status": "synthetic"}
+    (prints / "iemocap.json").write_text(json.dumps({"corpus": "iemocap", "synthetic": False}))
+    assert fingerprint.describe("iemocap", prints, manifests)["status"] == (
+        "real subset (600 of the release's 10,039 utterances, 6.0 %)")
+    (manifests / "msp-improv.csv").write_text("utt_id\n" + "".join(f"m{i}\n" for i in range(8438)))
+    (prints / "msp-improv.json").write_text(json.dumps({"corpus": "msp-improv", "synthetic": False}))
+    assert fingerprint.describe("msp-improv", prints, manifests)["status"] == "real, complete"
+    assert fingerprint.describe("msp-improv", prints, tmp_path / "nowhere")["status"].startswith("unknown (no manifest")

@@ -187,3 +187,63 @@ def test_project_params_name_every_experiment_variant():
     experiments = yaml.safe_load((root / "params.yaml").read_text())["experiments"]
     used = {e.get("variant", "sdcaff") for e in experiments.values()}
     assert used <= set(p.variants), f"variants without a display name: {sorted(used - set(p.variants))}"
+
+
+def corpora_of(status: str, md5: str, synthetic: bool = False) -> dict:
+    return {"iemocap": {"manifest_md5": md5, "synthetic": synthetic, "utterances": 600, "release_utterances": 10039,
+                        "status": status}}
+
+
+@pytest.mark.reliability("stale cache")
+def test_the_report_refuses_metrics_from_two_copies_of_a_corpus(workdir, fake_draw, capsys):
+    metrics = workdir / "results" / "metrics"
+    for name in ("iemocap-loso", "cnn-iemocap-loso"):  # a partial repro on a real copy ...
+        rec = json.loads((metrics / f"{name}.json").read_text())
+        rec["corpora"] = corpora_of("real subset (600 of the release's 10,039 utterances, 6.0 %)", "1" * 32)
+        (metrics / f"{name}.json").write_text(json.dumps(rec))
+    rec = json.loads((metrics / "iemocap-authors.json").read_text())  # ... beside the synthetic study's files
+    rec["corpora"] = corpora_of("synthetic", "2" * 32, synthetic=True)
+    (metrics / "iemocap-authors.json").write_text(json.dumps(rec))
+    assert cli.main(["report"]) == 1
+    err = capsys.readouterr().err
+    assert "corpus 'iemocap' differs between metrics files" in err
+    assert "results/metrics/iemocap-authors.json" in err and "results/metrics/iemocap-loso.json" in err
+    assert "results/metrics/cnn-iemocap-loso.json" in err and "222222222222 (synthetic)" in err
+    assert not (workdir / "results" / "REPORT.md").exists() and fake_draw == []
+
+
+@pytest.mark.reliability("stale cache")
+def test_the_report_refuses_metrics_from_two_profiles(workdir, fake_draw, capsys):
+    path = workdir / "results" / "metrics" / "cnn-iemocap-loso.json"
+    rec = json.loads(path.read_text())
+    rec["profile"] = "paper"
+    path.write_text(json.dumps(rec))
+    assert cli.main(["report"]) == 1
+    err = capsys.readouterr().err
+    assert "different profiles" in err and "profile paper: " in err and str(path.relative_to(workdir)) in err
+
+
+def test_a_real_subset_is_named_in_the_provenance_and_the_paper_table(workdir, fake_draw):
+    metrics = workdir / "results" / "metrics"
+    subset = "real subset (600 of the release's 10,039 utterances, 6.0 %)"
+    for path in metrics.glob("*.json"):
+        rec = json.loads(path.read_text())
+        rec["corpora"] = corpora_of(subset, "1" * 32)
+        path.write_text(json.dumps(rec))
+    (workdir / "results/corpora/iemocap.json").write_text(json.dumps(
+        {"corpus": "iemocap", "synthetic": False, "files": 700, "sha256": "cd" * 32}))
+    assert cli.main(["report"]) == 0
+    text = (workdir / "results" / "REPORT.md").read_text()
+    assert f"**`iemocap` is a {subset}.**" in text and "The corpora are synthetic" not in text
+    paper = (workdir / "results/tables/paper.csv").read_text()
+    assert subset in paper  # the reproduced headline says what it was computed on
+
+
+def test_a_mix_of_real_and_synthetic_corpora_says_which_is_which():
+    records = {"a": {"profile": "quick", "seeds": [1], "corpora": {
+        "iemocap": {"manifest_md5": "1" * 32, "status": "real, complete"},
+        "msp-improv": {"manifest_md5": "2" * 32, "status": "synthetic"}}}}
+    text = report.provenance(records, {})
+    assert "**Synthetic: `msp-improv`.**" in text and "the others are real" in text
+    assert "The corpora are synthetic" not in text
+    assert "- corpus `iemocap` in the metrics files: real, complete" in text

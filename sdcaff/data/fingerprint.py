@@ -96,6 +96,48 @@ def write(record: dict, out: str | Path) -> Path:
     return out
 
 
+def release_utterances(corpus: str) -> int:
+    """Returns how many utterance wavs the full release holds (corpora.md: 10,039 IEMOCAP, 8,438 MSP-IMPROV)."""
+    from sdcaff.data import iemocap, msp_improv
+
+    if corpus == "iemocap":
+        return sum(iemocap.KNOWN_COUNTS["wav files per session"].values())
+    if corpus == "msp-improv":
+        return msp_improv.KNOWN_COUNTS["utterance wavs"]["all"]
+    raise ValueError(f"unknown corpus '{corpus}'")
+
+
+def describe(corpus: str, fingerprint_dir: str | Path, manifest_dir: str | Path) -> dict:
+    """Returns what a metrics file records of a corpus it used: the md5 of its manifest (which utterances,
+    labels and speakers: the corpus as the study read it, unlike the fingerprint's file mtimes), whether
+    it was synthetic, how many utterances it holds against the release, and that status in words."""
+    from sdcaff import digest
+
+    manifest = Path(manifest_dir) / f"{corpus}.csv"
+    path = Path(fingerprint_dir) / f"{corpus}.json"
+    unknown = {"manifest_md5": None, "synthetic": None, "utterances": None, "release_utterances": None}
+    if not manifest.is_file():
+        return {**unknown, "status": f"unknown (no manifest {manifest})"}
+    try:
+        fp = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        fp = None
+    with manifest.open(encoding="utf-8") as handle:
+        utterances = max(0, sum(1 for _ in handle) - 1)  # one row per utterance after the header
+    release = release_utterances(corpus)
+    if fp is None:
+        return {**unknown, "manifest_md5": digest.file_md5(manifest), "utterances": utterances,
+                "release_utterances": release, "status": f"unknown (no fingerprint {path})"}
+    if fp.get("synthetic"):
+        status = "synthetic"
+    elif utterances >= release:
+        status = "real, complete"
+    else:
+        status = f"real subset ({utterances:,} of the release's {release:,} utterances, {100 * utterances / release:.1f} %)"
+    return {"manifest_md5": digest.file_md5(manifest), "synthetic": bool(fp.get("synthetic")),
+            "utterances": utterances, "release_utterances": release, "status": status}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds --corpus, --root and --out to the verb's parser."""
     parser.add_argument("--corpus", required=True, choices=corpora.CORPORA)
