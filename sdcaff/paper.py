@@ -42,6 +42,29 @@ REPORTED: tuple[Reported, ...] = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """A published IEMOCAP result near SD-CAFF's (4 classes, audio only), for context: not reproduced here."""
+
+    system: str
+    protocol: str  # in the paper's own words
+    wa: float | None  # percent; None where the paper gives none
+    ua: float | None
+
+
+# spec "Nearby results, for context": random utterance splits and test-set selection add several points
+# over leave-one-session-out, and published comparisons rarely say which they used.
+NEARBY: tuple[Published, ...] = (
+    Published("Head Fusion (Xu et al. 2021)", "improvised, random 80/20", 76.18, 76.36),
+    Published("Multiscale area attention (Xu et al. 2021)", "improvised, random", 79.34, 77.54),
+    Published("GLAM (Zhu et al. 2022)", "improvised, random", 76.09, 73.87),
+    Published("SpeechBrain ECAPA-TDNN recipe (Fbank 80)", "random split", 65.7, None),
+    Published("emotion2vec + linear (2024)", "leave-one-session-out", 71.79, None),
+    Published("EmoBox, Whisper-large-v3 (2024)", "leave-one-session-out", 72.86, 73.54),
+    Published("TIM-Net (2023)", "10-fold", 68.29, None),
+)
+
+
 def reproduction(rep: Reported, records: Mapping[str, Mapping]) -> Mapping | None:
     """Returns the record of the experiment reproducing `rep` (None when it has not run); raises if run otherwise."""
     record = records.get(rep.experiment)

@@ -27,6 +27,7 @@ TITLES = {
     "variants": "Variants, baselines and ablations against SD-CAFF",
     "protocol_gap": "Authors' protocol vs speaker-independent (LOSO)",
     "cross_corpus": "Cross-corpus",
+    "literature": "IEMOCAP settings side by side, and published results for context",
     "per_class": "Per class: recall and precision",
 }
 

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 # The suite's protocols in reading order: within-corpus pairs first, then cross-corpus.
 PROTOCOL_ORDER = (
-    "iemocap-authors", "iemocap-loso", "msp-improv-authors", "msp-improv-loso",
+    "iemocap-authors", "iemocap-loso", "iemocap-loso-full", "msp-improv-authors", "msp-improv-loso",
     "iemocap-to-msp-improv", "msp-improv-to-iemocap",
 )
 CORPORA = ("iemocap", "msp-improv")
@@ -47,6 +47,12 @@ NOTES = {
     "per_class": "Recall (R) and precision (P) per class, pooled over every test row of every seed x fold unit "
                  "(percent); support = test rows of the class (each seed counts once). UA is the mean of the recalls. "
                  "– = undefined: a class never predicted has no precision.",
+    "literature": "The three IEMOCAP settings side by side (percent): iemocap-authors = the authors' improvised "
+                  "4-class data, random utterance folds, best test epoch (leaky); iemocap-loso = the same data, "
+                  "leave-one-session-out, epoch chosen on validation; iemocap-loso-full = the literature's "
+                  "setting (all sessions, improvised and scripted, hap+exc merged, leave-one-session-out). WA "
+                  "pooled, UA fold mean over N units. Below, published results for context (spec, not reproduced "
+                  "here), each with the protocol its paper states.",
     "cross_corpus": "WA pooled over all test rows; UA fold mean ± std over seed x fold units (percent). "
                     "LOSO columns: UA fold mean of the same variant's speaker-independent run on that corpus; "
                     "drop = LOSO UA - cross-corpus UA.",
@@ -254,6 +260,28 @@ def cross_corpus_table(records: Mapping[str, Mapping], names: Mapping[str, str])
         "UA LOSO train corpus", "drop vs train LOSO", "UA LOSO test corpus", "drop vs test LOSO"])
 
 
+LITERATURE_PROTOCOLS = ("iemocap-authors", "iemocap-loso", "iemocap-loso-full")
+
+
+def literature_table(records: Mapping[str, Mapping], names: Mapping[str, str]) -> pd.DataFrame:
+    """Returns this suite's variants that ran iemocap-loso-full, under the three IEMOCAP settings, then the
+    published nearby results with their protocols."""
+    rows = []
+    variants = {variant_of(r) for r in records.values() if r.get("protocol") == "iemocap-loso-full"}
+    for variant in variant_order(variants, names):
+        for protocol in LITERATURE_PROTOCOLS:
+            hit = find(records, variant, protocol)
+            rec = hit[1] if hit else None
+            rows.append({"system": names.get(variant, variant), "source": "this suite" if rec else NOT_RUN,
+                         "protocol": protocol, "WA": pct(lookup(rec, "wa.pooled")) if rec else NOT_RUN,
+                         "UA": pct(lookup(rec, "ua.fold_mean")) if rec else NOT_RUN,
+                         "N": str(len(rec["per_fold"])) if rec else DASH})
+    for published in paper.NEARBY:
+        rows.append({"system": published.system, "source": "published", "protocol": published.protocol,
+                     "WA": pct(published.wa), "UA": pct(published.ua), "N": DASH})
+    return pd.DataFrame(rows, columns=["system", "source", "protocol", "WA", "UA", "N"])
+
+
 def per_class_table(records: Mapping[str, Mapping], names: Mapping[str, str]) -> pd.DataFrame:
     """Returns one row per experiment: each class's pooled recall and precision, and its support."""
     rows = []
@@ -283,6 +311,7 @@ def build(records: Mapping[str, Mapping], names: Mapping[str, str]) -> dict[str,
         "variants": variants_table(records, names),
         "protocol_gap": protocol_gap_table(records, names),
         "cross_corpus": cross_corpus_table(records, names),
+        "literature": literature_table(records, names),
         "per_class": per_class_table(records, names),
     }
 

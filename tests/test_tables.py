@@ -272,3 +272,19 @@ def test_p_values_are_adjusted_across_the_variants_of_a_protocol():
     verdicts = {v: row(frame, "id", v)["iemocap-loso: verdict"] for v in raw}
     assert verdicts["cnn"] == "worse" and verdicts["lstm"] == "not shown at 10 units"
     assert row(frame, "id", "sdcaff")["iemocap-loso: verdict"] == "–"  # the reference is not tested against itself
+
+
+def test_literature_table_puts_the_three_iemocap_settings_and_the_published_results_side_by_side():
+    recs = study()
+    recs["iemocap-loso-full"] = make_record("iemocap-loso-full", "sdcaff", "iemocap-loso-full", folds=(0, 1, 2, 3, 4))
+    frame = tables.literature_table(recs, NAMES)
+    ours = frame[frame["source"] == "this suite"]
+    assert list(ours["protocol"]) == ["iemocap-authors", "iemocap-loso", "iemocap-loso-full"]
+    assert set(ours["system"]) == {"SD-CAFF"}  # cnn never ran the literature setting: not listed
+    full = ours[ours["protocol"] == "iemocap-loso-full"].iloc[0]
+    assert full["UA"] == f"{recs['iemocap-loso-full']['ua']['fold_mean']:.2f}" and full["N"] == "10"
+    published = frame[frame["source"] == "published"]
+    assert len(published) == len(paper.NEARBY)
+    emobox = published[published["system"].str.startswith("EmoBox")].iloc[0]
+    assert (emobox["protocol"], emobox["WA"], emobox["UA"]) == ("leave-one-session-out", "72.86", "73.54")
+    assert published[published["system"].str.startswith("TIM-Net")].iloc[0]["UA"] == tables.DASH
