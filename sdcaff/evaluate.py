@@ -84,8 +84,32 @@ def stale_parts(result: dict, key: dict) -> str:
     return " and ".join(parts) or "settings"
 
 
+def read_speakers(manifest: Path) -> pd.DataFrame | None:
+    """Returns utt_id -> speaker, session from a corpus's manifest, or None when there is none to read."""
+    if not manifest.is_file():
+        return None
+    frame = pd.read_csv(manifest, usecols=lambda c: c in ("utt_id", "speaker", "session"), dtype=str,
+                        keep_default_na=False)
+    for column in ("utt_id", "speaker"):
+        if column not in frame:
+            raise ManifestError(f"{manifest}: no '{column}' column")
+    if "session" not in frame:
+        frame["session"] = ""
+    return frame.set_index("utt_id")
+
+
+def per_group(true: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict[str, dict]:
+    """Returns {group: {wa, ua, n}} over the pooled test rows of each group (speaker or session), sorted."""
+    out = {}
+    for name in sorted(set(groups.tolist())):
+        mask = groups == name
+        out[str(name)] = {"wa": metrics.weighted_accuracy(true[mask], pred[mask]),
+                          "ua": metrics.unweighted_accuracy(true[mask], pred[mask]), "n": int(mask.sum())}
+    return out
+
+
 def summarise(config: train.Config, split: Split, units: list[Unit],
-              corpora: dict[str, dict] | None = None) -> dict[str, Any]:
+              corpora: dict[str, dict] | None = None, speakers: pd.DataFrame | None = None) -> dict[str, Any]:
     """Returns the experiment's metrics record (percent): pooled and per-unit WA/UA, confusion, authors' maxima."""
     classes = split.classes
     index = {c: i for i, c in enumerate(classes)}
@@ -130,9 +154,20 @@ def summarise(config: train.Config, split: Split, units: list[Unit],
         ],
         "confusion": metrics.confusion(true, pred, len(classes)).tolist(),
         "per_class": per_class(classes, true, pred, trues, preds),
+        # Pooled over every unit's test rows of the speaker (session); empty without a manifest to name them.
+        "per_speaker": {}, "per_session": {},
         "selection": rule,
         "selected_by": train.SELECTED_BY[rule],
     }
+    if speakers is not None:
+        ids = pd.concat([u.predictions["utt_id"] for u in units], ignore_index=True)
+        known = speakers.reindex(ids)
+        if known["speaker"].isna().any():
+            missing = ids[known["speaker"].isna().to_numpy()].iloc[0]
+            raise SdcaffError(f"prediction for '{missing}' has no row in the manifest of {record['test_corpus']}")
+        record["per_speaker"] = per_group(true, pred, known["speaker"].to_numpy())
+        if (known["session"] != "").all():
+            record["per_session"] = per_group(true, pred, known["session"].to_numpy())
     if rule == "test_max":
         authors_wa = [u.result["authors"]["wa"] for u in units]
         authors_ua = [u.result["authors"]["ua"] for u in units]
@@ -226,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
              sum(len(u.predictions) for u in units), config.experiment, train.RUNS_DIR / config.experiment)
     used = dict.fromkeys([split.sidecar["corpora"]["train"], split.sidecar["corpora"]["test"]])
     corpora = {name: fingerprint.describe(name, p.corpora_dir, p.manifest_dir) for name in used}
-    record = summarise(config, split, units, corpora)
+    speakers = read_speakers(Path(p.manifest_dir) / f"{split.sidecar['corpora']['test']}.csv")
+    record = summarise(config, split, units, corpora, speakers)
     metrics_path = Path(p.metrics_dir) / f"{config.experiment}.json"
     predictions_path = Path(p.predictions_dir) / f"{config.experiment}.csv"
     with atomic_path(metrics_path) as tmp:
@@ -235,6 +271,10 @@ def run(args: argparse.Namespace) -> int:
         tmp.write_text(json.dumps(headline(record), indent=2) + "\n", encoding="utf-8")
     with atomic_path(predictions_path) as tmp:
         pooled = pd.concat([u.predictions for u in units], ignore_index=True)
+        if speakers is not None:  # who spoke each test row: per-speaker analyses need no manifest afterwards
+            named = speakers.reindex(pooled["utt_id"])
+            pooled.insert(1, "speaker", named["speaker"].to_numpy())
+            pooled.insert(2, "session", named["session"].to_numpy())
         pooled.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
     env.write_provenance(Path("evaluate") / config.experiment, metrics=metrics_path.as_posix(),
                          units=len(units), train_seconds=round(train_seconds(config, units), 3))

@@ -61,6 +61,9 @@ def draw(records: dict[str, dict], out_dir: Path, p: PlotsParams, runs_dir: Path
     path = draw_per_fold(records, out_dir / "per_fold.png", p.dpi)
     if path is not None:
         written.append(path)
+    path = draw_per_speaker(records, out_dir / "per_speaker.png", p.dpi)
+    if path is not None:
+        written.append(path)
     for experiment in p.curves or primary(records):
         path = draw_curves(experiment, records.get(experiment), Path(runs_dir),
                            out_dir / f"curves_{experiment}.png", p.dpi)
@@ -149,6 +152,33 @@ def recall_percent(counts: np.ndarray) -> np.ndarray:
     totals = counts.sum(axis=1, keepdims=True)
     # A class absent from the test rows has an empty row: show 0 %, not a NaN hole.
     return np.divide(100.0 * counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+
+
+def draw_per_speaker(records: dict[str, dict], path: Path, dpi: int) -> Path | None:
+    """Returns `path` after drawing UA per test speaker of the within-corpus primary experiments; None if none."""
+    rows = []
+    for experiment in primary(records):
+        record = records[experiment]
+        if record.get("train_corpus") != record.get("test_corpus"):
+            continue
+        for speaker, cell in (record.get("per_speaker") or {}).items():
+            rows.append({"experiment": experiment, "speaker": speaker, "UA": cell["ua"]})
+    if not rows:
+        log.info("no per-speaker scores in the metrics: per_speaker.png left out")
+        return None
+    frame = pd.DataFrame(rows)
+    experiments = list(dict.fromkeys(frame["experiment"]))
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(0.5 * frame["speaker"].nunique() + 3.5, 4.4), layout="constrained")
+        ax = fig.add_subplot()
+        sns.barplot(frame, x="speaker", y="UA", hue="experiment", hue_order=experiments,
+                    order=sorted(frame["speaker"].unique()), errorbar=None, ax=ax)
+        ax.set_xlabel("test speaker")
+        ax.set_ylabel("UA, percent (pooled over units)")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.legend(title=None, fontsize=7, loc="best")
+        ax.set_title("UA per test speaker", fontsize=10)
+        return save(fig, path, dpi)
 
 
 def draw_per_fold(records: dict[str, dict], path: Path, dpi: int) -> Path | None:

@@ -29,6 +29,7 @@ TITLES = {
     "cross_corpus": "Cross-corpus",
     "literature": "IEMOCAP settings side by side, and published results for context",
     "per_class": "Per class: recall and precision",
+    "per_speaker": "Per test speaker",
 }
 
 
@@ -142,6 +143,8 @@ def caption(path: Path) -> str:
         return f"Confusion matrix of `{stem[len('confusion_'):]}`, pooled over units (colour = recall per true class)."
     if stem.startswith("curves_"):
         return f"Training curves of `{stem[len('curves_'):]}`: mean loss and UA per epoch over units (band = min-max)."
+    if stem == "per_speaker":
+        return "UA per test speaker of the within-corpus headline experiments, pooled over units (`per_speaker` table)."
     if stem == "per_fold":
         return "Per-unit WA and UA of the headline and cross-corpus experiments, with their fold means."
     if stem == "tsne":

@@ -53,6 +53,9 @@ NOTES = {
                   "setting (all sessions, improvised and scripted, hap+exc merged, leave-one-session-out). WA "
                   "pooled, UA fold mean over N units. Below, published results for context (spec, not reproduced "
                   "here), each with the protocol its paper states.",
+    "per_speaker": "Per test speaker of the headline and cross-corpus experiments: WA and UA over the speaker's "
+                   "test rows pooled across every seed x fold unit (percent); n = those rows (each seed counts once). "
+                   "Under LOSO each speaker is tested by the fold that held out their session.",
     "cross_corpus": "WA pooled over all test rows; UA fold mean ± std over seed x fold units (percent). "
                     "LOSO columns: UA fold mean of the same variant's speaker-independent run on that corpus; "
                     "drop = LOSO UA - cross-corpus UA.",
@@ -282,6 +285,18 @@ def literature_table(records: Mapping[str, Mapping], names: Mapping[str, str]) -
     return pd.DataFrame(rows, columns=["system", "source", "protocol", "WA", "UA", "N"])
 
 
+def per_speaker_table(records: Mapping[str, Mapping], names: Mapping[str, str]) -> pd.DataFrame:
+    """Returns one row per (primary experiment, test speaker): the speaker's WA, UA and test rows."""
+    rows = []
+    primary = [n for n in records if records[n].get("group", "headline") in ("headline", "cross-corpus")]
+    for name in sorted(primary, key=lambda n: (protocol_key(records[n]["protocol"]), n)):
+        rec = records[name]
+        for speaker, cell in (rec.get("per_speaker") or {}).items():
+            rows.append({"experiment": name, "protocol": rec["protocol"], "speaker": speaker,
+                         "WA": pct(cell.get("wa")), "UA": pct(cell.get("ua")), "n": str(cell.get("n", DASH))})
+    return pd.DataFrame(rows, columns=["experiment", "protocol", "speaker", "WA", "UA", "n"])
+
+
 def per_class_table(records: Mapping[str, Mapping], names: Mapping[str, str]) -> pd.DataFrame:
     """Returns one row per experiment: each class's pooled recall and precision, and its support."""
     rows = []
@@ -313,6 +328,7 @@ def build(records: Mapping[str, Mapping], names: Mapping[str, str]) -> dict[str,
         "cross_corpus": cross_corpus_table(records, names),
         "literature": literature_table(records, names),
         "per_class": per_class_table(records, names),
+        "per_speaker": per_speaker_table(records, names),
     }
 
 

@@ -7,6 +7,7 @@ import pytest
 import fake_study
 from sdcaff import cli, env, train
 from sdcaff.data.loader import read_split
+from sdcaff.errors import SdcaffError
 from sdcaff.evaluate import Unit, summarise
 
 N, S, A, H = fake_study.CLASSES  # neutral, sad, angry, happy
@@ -85,7 +86,7 @@ def test_evaluate_writes_the_metrics_schema_and_pooled_predictions(study):
     metrics = json.loads((root / "results/metrics/authors.json").read_text())
     assert list(metrics) == [
         "experiment", "model", "variant", "group", "protocol", "train_corpus", "test_corpus", "corpora", "labels", "seeds", "folds", "n", "wa", "ua",
-        "per_fold", "per_seed", "confusion", "per_class", "selection", "selected_by", "authors", "last_epoch", "profile",
+        "per_fold", "per_seed", "confusion", "per_class", "per_speaker", "per_session", "selection", "selected_by", "authors", "last_epoch", "profile",
         "params_hash", "inputs", "key_hash", "options", "env",
     ]
     assert (metrics["experiment"], metrics["model"], metrics["protocol"]) == ("authors", "sdcaff/model", "random")
@@ -136,3 +137,19 @@ def test_the_headline_file_holds_only_the_numbers_a_summary_lists(study):
     assert headline == {"wa_pooled": metrics["wa"]["pooled"], "wa_fold_mean": metrics["wa"]["fold_mean"],
                         "ua_pooled": metrics["ua"]["pooled"], "ua_fold_mean": metrics["ua"]["fold_mean"],
                         "authors_wa": metrics["authors"]["wa"], "authors_ua": metrics["authors"]["ua"], "units": 2}
+
+
+def test_per_speaker_and_per_session_scores_pool_each_speakers_test_rows(study):
+    root, config = study
+    split = read_split(root / "artifacts/splits/random.csv")
+    units = [Unit(7, fold, result({"inputs": {}}, a, last), predictions(fold, 7, t, p))
+             for fold, (t, p, a, last) in UNITS.items()]
+    # fold 0's four rows are speaker A (session 1), fold 1's two rows speaker B (session 2).
+    ids = [f"iemocap/u0{i}" for i in range(4)] + ["iemocap/u10", "iemocap/u11"]
+    speakers = pd.DataFrame({"utt_id": ids, "speaker": ["A"] * 4 + ["B"] * 2, "session": ["1"] * 4 + ["2"] * 2})
+    record = summarise(config, split, units, speakers=speakers.set_index("utt_id"))
+    assert record["per_speaker"] == {"A": {"wa": 75.0, "ua": pytest.approx(66.6667), "n": 4},
+                                     "B": {"wa": 50.0, "ua": 50.0, "n": 2}}
+    assert record["per_session"] == {"1": record["per_speaker"]["A"], "2": record["per_speaker"]["B"]}
+    with pytest.raises(SdcaffError, match="'iemocap/u11' has no row in the manifest"):
+        summarise(config, split, units, speakers=speakers.iloc[:5].set_index("utt_id"))

@@ -79,7 +79,8 @@ def test_draw_writes_every_figure_and_repeats_byte_for_byte(study, monkeypatch):
     records = {"honest": json.loads((study / "results/metrics/honest.json").read_text())}
     p = plots.PlotsParams(confusion=("honest",), tsne_experiment="honest", curves=("honest",), dpi=60)
     first = plots.draw(records, study / "plots_a", p, runs_dir=Path("artifacts/runs"))
-    assert [f.name for f in first] == ["confusion_honest.png", "curves_honest.png", "per_fold.png", "tsne.png"]
+    assert [f.name for f in first] == ["confusion_honest.png", "curves_honest.png", "per_fold.png", "per_speaker.png",
+                                     "tsne.png"]
     for path in first:
         assert_png(path)
     second = plots.draw(records, study / "plots_b", p, runs_dir=Path("artifacts/runs"))

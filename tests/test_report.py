@@ -17,7 +17,7 @@ PARAMS = {"report": {
     "report": "results/REPORT.md", "corpora_dir": "results/corpora", "bench_table": "results/tables/bench.md",
     "variants": {"sdcaff": "SD-CAFF", "cnn": "CNN branch only"}, "plots": {},
 }}
-TABLE_FILES = sorted(f"{n}.{s}" for n in ("paper", "variants", "protocol_gap", "cross_corpus", "literature", "per_class")
+TABLE_FILES = sorted(f"{n}.{s}" for n in ("paper", "variants", "protocol_gap", "cross_corpus", "literature", "per_class", "per_speaker")
                      for s in ("md", "csv", "tex"))
 
 

@@ -288,3 +288,16 @@ def test_literature_table_puts_the_three_iemocap_settings_and_the_published_resu
     emobox = published[published["system"].str.startswith("EmoBox")].iloc[0]
     assert (emobox["protocol"], emobox["WA"], emobox["UA"]) == ("leave-one-session-out", "72.86", "73.54")
     assert published[published["system"].str.startswith("TIM-Net")].iloc[0]["UA"] == tables.DASH
+
+
+def test_per_speaker_table_lists_each_primary_experiments_speakers():
+    recs = study()
+    recs["iemocap-loso"]["per_speaker"] = {"Ses01_F": {"wa": 70.0, "ua": 65.5, "n": 40},
+                                           "Ses01_M": {"wa": 60.0, "ua": 58.25, "n": 38}}
+    recs["cnn-iemocap-loso"]["per_speaker"] = {"Ses01_F": {"wa": 1.0, "ua": 1.0, "n": 1}}  # secondary: not listed
+    frame = tables.per_speaker_table(recs, NAMES)
+    assert frame.to_dict("records") == [
+        {"experiment": "iemocap-loso", "protocol": "iemocap-loso", "speaker": "Ses01_F", "WA": "70.00", "UA": "65.50",
+         "n": "40"},
+        {"experiment": "iemocap-loso", "protocol": "iemocap-loso", "speaker": "Ses01_M", "WA": "60.00", "UA": "58.25",
+         "n": "38"}]
