@@ -200,6 +200,13 @@ def run(args: argparse.Namespace) -> int:
     frames = tables.build(records, p.variants)
     table_files = tables.write(frames, Path(p.tables_dir))
     figures = plots.draw(records, Path(p.plots_dir), p.plots)
+    # The stage owns results/plots: a figure it did not draw this time (an experiment gone, a figure it
+    # could not redraw from these metrics) would sit beside the others as if it were current.
+    kept = {Path(f).resolve() for f in figures}
+    for old in sorted(Path(p.plots_dir).glob("*.png")):
+        if old.resolve() not in kept:
+            old.unlink()
+            log.warning("removed %s: not drawn from the current metrics", old)
     with atomic_path(p.report) as tmp:
         tmp.write_text(document(records, corpora, frames, figures, p), encoding="utf-8")
     log.info("wrote %d table files (%d tables) under %s, %d figures under %s and %s", len(table_files),

@@ -247,3 +247,13 @@ def test_a_mix_of_real_and_synthetic_corpora_says_which_is_which():
     assert "**Synthetic: `msp-improv`.**" in text and "the others are real" in text
     assert "The corpora are synthetic" not in text
     assert "- corpus `iemocap` in the metrics files: real, complete" in text
+
+
+def test_figures_not_drawn_this_time_are_removed(workdir, fake_draw):
+    plots_dir = workdir / "results" / "plots"
+    plots_dir.mkdir(parents=True)
+    (plots_dir / "curves_gone-experiment.png").write_bytes(b"\x89PNG stale")
+    (plots_dir / "notes.txt").write_text("not a figure: left alone\n")
+    assert cli.main(["report"]) == 0
+    assert sorted(p.name for p in plots_dir.iterdir()) == ["confusion_iemocap-loso.png", "notes.txt"]
+    assert "curves_gone-experiment" not in (workdir / "results" / "REPORT.md").read_text()
