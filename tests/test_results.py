@@ -27,7 +27,23 @@ def test_every_experiment_in_params_has_committed_metrics_and_expectations():
 
 def test_the_report_embeds_every_table_from_the_same_metrics():
     report = (REPO / "results/REPORT.md").read_text()
-    for name in ("paper", "variants", "protocol_gap", "cross_corpus"):
+    for name in ("paper", "variants", "protocol_gap", "cross_corpus", "literature", "per_class", "per_speaker"):
         table = (REPO / "results/tables" / f"{name}.md").read_text()
         rows = [line for line in table.splitlines() if line.startswith("|")]
         assert rows and all(row in report for row in rows), name
+
+
+def test_committed_metrics_name_their_corpora_and_break_results_down():
+    for path in sorted((REPO / "results/metrics").glob("*.json")):
+        metrics = json.loads(path.read_text())
+        assert metrics["corpora"], path.name
+        assert all(c["status"] == "synthetic" and c["synthetic"] for c in metrics["corpora"].values()), path.name
+        assert set(metrics["per_class"]) == {"neutral", "sad", "angry", "happy"}, path.name
+        assert metrics["per_speaker"], path.name
+
+
+def test_the_literature_table_places_the_full_loso_setting_beside_published_results():
+    rows = [line for line in (REPO / "results/tables/literature.md").read_text().splitlines() if line.startswith("| ")]
+    protocols = {row.split("|")[3].strip() for row in rows}
+    assert {"iemocap-authors", "iemocap-loso", "iemocap-loso-full"} <= protocols
+    assert any("published" in row and "leave-one-session-out" in row for row in rows)
