@@ -121,7 +121,9 @@ def summarise(config: train.Config, split: Split, units: list[Unit],
                          "ua": metrics.unweighted_accuracy(true, pred), "n": len(true),
                          # Training rows (duplicates counted): the test/train ratio of the corrected t-test.
                          "n_train": len(split.select(unit.fold, "train")),
-                         "selected_epoch": unit.result["selected_epoch"]})
+                         "selected_epoch": unit.result["selected_epoch"],
+                         # Which run of the unit this is: figures use a unit's files only under this hash.
+                         "unit_hash": unit.result["unit_hash"]})
         trues.append(true)
         preds.append(pred)
     true, pred = np.concatenate(trues), np.concatenate(preds)

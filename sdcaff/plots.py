@@ -1,4 +1,9 @@
-"""The report's figures: confusion matrices, t-SNE of the fused vectors, per-unit scores, training curves (PNG)."""
+"""The report's figures: confusion matrices, t-SNE of the fused vectors, per-unit scores, training curves (PNG).
+
+Files only, never a model: the metrics records, each unit's log.csv and fused.npy (written by the unit that
+had the model), and the pooled predictions with their speakers (written by evaluate). A unit's files are
+used only when its `done` hash is the one its experiment's metrics record, so no figure mixes runs.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,6 @@ COMPARISON_CONFUSIONS = ("cnn", "crnn", "lstm")  # the variants whose confusion 
 STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.9),
          "font.family": "DejaVu Sans"}  # matplotlib's bundled font: the same glyphs on every machine
 PNG_METADATA = {"Software": None}  # no matplotlib version in the file: the same figure, the same bytes
-TSNE_BATCH = 64  # utterances per forward pass when extracting the fused vectors
 MIN_TSNE_POINTS = 5  # below this a 2-d map shows nothing, and t-SNE's perplexity (< n) has no room
 
 
@@ -49,7 +53,7 @@ class PlotsError(SdcaffError):
 
 
 def draw(records: dict[str, dict], out_dir: Path, p: PlotsParams, runs_dir: Path = Path("artifacts/runs"),
-         manifest_dir: Path = Path("artifacts/manifest")) -> list[Path]:
+         predictions_dir: Path = Path("results/predictions")) -> list[Path]:
     """Writes every figure (PNG) under out_dir and returns the paths written, sorted."""
     out_dir = Path(out_dir)
     log.info("drawing figures from %d metrics records (%s), runs under %s", len(records),
@@ -69,7 +73,7 @@ def draw(records: dict[str, dict], out_dir: Path, p: PlotsParams, runs_dir: Path
                            out_dir / f"curves_{experiment}.png", p.dpi)
         if path is not None:
             written.append(path)
-    path = draw_tsne(records, p, Path(runs_dir), Path(manifest_dir), out_dir / "tsne.png")
+    path = draw_tsne(records, p, Path(runs_dir), Path(predictions_dir), out_dir / "tsne.png")
     if path is not None:
         written.append(path)
     written = sorted(written)
@@ -116,6 +120,33 @@ def field(record: dict, experiment: str, *keys: str):
     return value
 
 
+def title_of(experiment: str, record: dict) -> str:
+    """Returns the experiment's name, with its protocol in brackets only when the name does not already say it."""
+    protocol = record.get("protocol")
+    return experiment if not protocol or protocol == experiment else f"{experiment} ({protocol})"
+
+
+def unit_directories(experiment: str, record: dict, runs_dir: Path) -> tuple[dict[tuple[int, int], Path], list[str]]:
+    """Returns {(seed, fold): unit directory} for the record's units whose files are the ones it was computed
+    from (their `done` hash is the record's), and one line per unit left out, saying why."""
+    found, left_out = {}, []
+    for unit in field(record, experiment, "per_fold"):
+        directory = runs_dir / experiment / f"seed_{unit['seed']}" / f"fold_{unit['fold']}"
+        done = directory / "done"
+        expected = unit.get("unit_hash")
+        if not done.is_file():
+            left_out.append(f"{directory}: not trained")
+        elif expected is None:
+            left_out.append(f"{directory}: results/metrics/{experiment}.json records no unit_hash "
+                            f"(written by an older sdcaff; rerun `sdcaff evaluate --experiment {experiment}`)")
+        elif done.read_text(encoding="utf-8").strip() != expected:
+            left_out.append(f"{directory}: trained on other inputs, settings or code than "
+                            f"results/metrics/{experiment}.json reports")
+        else:
+            found[(unit["seed"], unit["fold"])] = directory
+    return found, left_out
+
+
 def save(fig: Figure, path: Path, dpi: int) -> Path:
     """Returns `path` after writing `fig` to it as a PNG, atomically and without a version stamp."""
     with atomic_path(path) as tmp:
@@ -134,7 +165,7 @@ def draw_confusion(experiment: str, record: dict, path: Path, dpi: int) -> Path:
     text = np.array([[f"{recall[i, j]:.1f} %\n({counts[i, j]})" for j in range(len(labels))]
                      for i in range(len(labels))])
     wa = field(record, experiment, "wa", "pooled")
-    ua = field(record, experiment, "ua", "pooled")
+    ua = field(record, experiment, "ua", "fold_mean")
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(5.2, 4.6), layout="constrained")
         ax = fig.add_subplot()
@@ -142,8 +173,9 @@ def draw_confusion(experiment: str, record: dict, path: Path, dpi: int) -> Path:
                     xticklabels=labels, yticklabels=labels, cbar_kws={"label": "recall per true class (%)"})
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(f"{experiment} ({field(record, experiment, 'protocol')})\n"
-                     f"WA pooled {wa:.2f} %, UA pooled {ua:.2f} %, n = {int(counts.sum())}", fontsize=10)
+        # The tables lead with WA pooled and UA fold mean: the title gives those two, with the units behind them.
+        ax.set_title(f"{title_of(experiment, record)}, pooled over {len(record.get('per_fold', []))} units\n"
+                     f"WA pooled {wa:.2f} %, UA fold mean {ua:.2f} %, n = {int(counts.sum())}", fontsize=10)
         return save(fig, path, dpi)
 
 
@@ -216,17 +248,13 @@ def draw_per_fold(records: dict[str, dict], path: Path, dpi: int) -> Path | None
 
 
 def read_logs(experiment: str, record: dict, runs_dir: Path) -> pd.DataFrame:
-    """Returns the log.csv rows of the record's units that exist, with seed and fold columns; warns on the rest."""
-    frames, missing = [], []
-    for unit in field(record, experiment, "per_fold"):
-        path = runs_dir / experiment / f"seed_{unit['seed']}" / f"fold_{unit['fold']}" / "log.csv"
-        if not path.is_file():
-            missing.append(str(path))
-            continue
-        frames.append(pd.read_csv(path).assign(seed=unit["seed"], fold=unit["fold"]))
-    if missing:
-        log.warning("%s: %d of %d training logs missing (first: %s)", experiment, len(missing),
-                    len(missing) + len(frames), missing[0])
+    """Returns the log.csv rows of the record's own units, with seed and fold columns; warns on the units left out."""
+    directories, left_out = unit_directories(experiment, record, runs_dir)
+    if left_out:
+        log.warning("%s: %d of %d units' training logs left out (first: %s)", experiment, len(left_out),
+                    len(left_out) + len(directories), left_out[0])
+    frames = [pd.read_csv(directory / "log.csv").assign(seed=seed, fold=fold)
+              for (seed, fold), directory in directories.items()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -237,7 +265,8 @@ def draw_curves(experiment: str, record: dict | None, runs_dir: Path, path: Path
         return None
     logs = read_logs(experiment, record, runs_dir)
     if logs.empty:
-        log.warning("%s: no training logs under %s: %s left out", experiment, runs_dir / experiment, path.name)
+        log.warning("%s: no training logs of its units under %s: %s left out", experiment, runs_dir / experiment,
+                    path.name)
         return None
     units = logs[["seed", "fold"]].drop_duplicates().shape[0]
     selected = sorted({u["selected_epoch"] for u in record["per_fold"] if u.get("selected_epoch") is not None})
@@ -254,12 +283,12 @@ def draw_curves(experiment: str, record: dict | None, runs_dir: Path, path: Path
             for i, epoch in enumerate(selected):
                 ax.axvline(epoch, color="grey", linestyle=":", linewidth=1,
                            label="selected epoch" if i == 0 and ax is ua_ax else None)
-            ax.set_xlabel("epoch (0-based)")
+            ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         loss_ax.set_ylabel("training loss (multi-task)")
         ua_ax.set_ylabel("UA (%)")
         ua_ax.legend(fontsize=8, loc="best")
-        fig.suptitle(f"{experiment} ({record.get('protocol', '?')}): mean over {units} units, band = min-max",
+        fig.suptitle(f"{title_of(experiment, record)}: mean over {units} units, band = min-max",
                      fontsize=10)
         return save(fig, path, dpi)
 
@@ -271,7 +300,7 @@ def band(ax, logs: pd.DataFrame, column: str, label: str, colour) -> None:
     ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.2, linewidth=0)
 
 
-def draw_tsne(records: dict[str, dict], p: PlotsParams, runs_dir: Path, manifest_dir: Path,
+def draw_tsne(records: dict[str, dict], p: PlotsParams, runs_dir: Path, predictions_dir: Path,
               path: Path) -> Path | None:
     """Returns `path` after drawing a t-SNE of one unit's fused test vectors, by emotion and by speaker; or None."""
     experiment = p.tsne_experiment
@@ -280,17 +309,20 @@ def draw_tsne(records: dict[str, dict], p: PlotsParams, runs_dir: Path, manifest
         log.warning("no metrics for %s: %s left out", experiment, path.name)
         return None
     seed = p.tsne_seed if p.tsne_seed is not None else field(record, experiment, "seeds")[0]
-    unit = runs_dir / experiment / f"seed_{seed}" / f"fold_{p.tsne_fold}"
-    checkpoint_path = unit / "checkpoint.pt"
-    if not checkpoint_path.is_file():
-        log.warning("%s: no checkpoint: %s left out", checkpoint_path, path.name)
+    directories, left_out = unit_directories(experiment, record, runs_dir)
+    directory = directories.get((seed, p.tsne_fold))
+    if directory is None:
+        wanted = runs_dir / experiment / f"seed_{seed}" / f"fold_{p.tsne_fold}"
+        why = next((line for line in left_out if line.startswith(f"{wanted}:")),
+                   f"{wanted}: not a unit of results/metrics/{experiment}.json")
+        log.warning("%s: %s left out", why, path.name)
         return None
-    points = fused_vectors(experiment, checkpoint_path, p.tsne_fold, manifest_dir)
+    points = fused_vectors(experiment, record, directory, seed, p.tsne_fold, predictions_dir)
     if points is None:
         return None
     vectors, frame = points
     if len(frame) < MIN_TSNE_POINTS:
-        log.warning("%s: only %d test utterances: %s left out", checkpoint_path, len(frame), path.name)
+        log.warning("%s: only %d test utterances: %s left out", directory, len(frame), path.name)
         return None
     from sklearn.manifold import TSNE
 
@@ -320,55 +352,39 @@ def tsne_perplexity(wanted: float, n: int) -> float:
     return float(min(wanted, max(1.0, (n - 1) / 3)))
 
 
-def fused_vectors(experiment: str, checkpoint_path: Path, fold: int,
-                  manifest_dir: Path) -> tuple[np.ndarray, pd.DataFrame] | None:
-    """Returns the fused vectors (n, D) of the fold's test utterances and their emotion and speaker; None if stale."""
-    import torch
+def fused_vectors(experiment: str, record: dict, directory: Path, seed: int, fold: int,
+                  predictions_dir: Path) -> tuple[np.ndarray, pd.DataFrame] | None:
+    """Returns the unit's fused test vectors (n, D), one per utterance, and their emotion and speaker; or None.
 
-    from sdcaff import params, train
-    from sdcaff.data import manifest
-    from sdcaff.data.loader import UtteranceDataset, load_features, make_loader, read_split
-
-    config = train.load_config(experiment)
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    if checkpoint.get("model_params") != params.to_dict(config.model_params):
-        log.warning("%s: trained with other model settings than params.yaml gives now: t-SNE left out",
-                    checkpoint_path)
+    The vectors are the unit's fused.npy (rows = its predictions.csv); the speakers come from the pooled
+    predictions evaluate wrote, whose rows of this (seed, fold) must be the unit's, in the same order.
+    """
+    vectors_path, pooled_path = directory / "fused.npy", predictions_dir / f"{experiment}.csv"
+    if not vectors_path.is_file():
+        log.warning("%s: no fused vectors (trained by an older sdcaff): t-SNE left out", vectors_path)
         return None
-    split = read_split(train.split_path(config))
-    test_corpus = split.sidecar["corpora"]["test"]
-    manifest_path = manifest_dir / f"{test_corpus}.csv"
-    if not manifest_path.is_file():
-        log.warning("%s: no manifest for the speakers: t-SNE left out", manifest_path)
+    if not pooled_path.is_file():
+        log.warning("%s: no predictions to name the speakers: t-SNE left out", pooled_path)
         return None
-    speakers = manifest.read(manifest_path, test_corpus, ("utt_id", "speaker")).set_index("utt_id")["speaker"]
+    vectors = np.load(vectors_path, allow_pickle=False)
+    ids = pd.read_csv(directory / "predictions.csv", usecols=["utt_id"], dtype=str)["utt_id"]
+    pooled = pd.read_csv(pooled_path, dtype={"utt_id": str, "speaker": str, "true": str}, keep_default_na=False)
+    if "speaker" not in pooled:
+        log.warning("%s: no speaker column (evaluated without a manifest): t-SNE left out", pooled_path)
+        return None
+    rows = pooled[(pooled["seed"] == seed) & (pooled["fold"] == fold)]
+    if vectors.ndim != 2 or len(vectors) != len(ids) or rows["utt_id"].tolist() != ids.tolist():
+        raise PlotsError(f"{vectors_path}: {vectors.shape} vectors, {directory / 'predictions.csv'} {len(ids)} rows, "
+                         f"{pooled_path} {len(rows)} rows of seed {seed} fold {fold}: not the same test rows "
+                         f"(rerun `sdcaff evaluate --experiment {experiment}`)")
     # The authors' duplicated angry rows would be the same point twice.
-    rows = split.select(fold, "test").drop_duplicates("utt_id")
-    unknown = ~rows["utt_id"].isin(speakers.index)
-    if unknown.any():
-        raise PlotsError(f"{manifest_path}: utt_id {rows['utt_id'][unknown].iloc[0]!r} of {split.csv_path} "
-                         f"is not in the manifest ({int(unknown.sum())} test rows missing)")
-    _, builder = train.model_entry(config.spec.model)
-    model = builder(config.model_params)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    dataset = UtteranceDataset(load_features(train.feature_paths(config)), rows, split.classes, split.csv_path)
-    batches, threads = [], torch.get_num_threads()
-    # One thread: CPU reductions split across threads sum in another order, and the figure's bytes would
-    # depend on the machine's core count.
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            for static, dynamic, _, _, _ in make_loader(dataset, TSNE_BATCH, shuffle=False):
-                batches.append(model(static, dynamic).fused.float())
-    finally:
-        torch.set_num_threads(threads)
-    vectors = torch.cat(batches).numpy()
+    keep = ~ids.duplicated().to_numpy()
+    rows = rows[keep]
     frame = pd.DataFrame({
         # Categories fix the legend order: emotions in class-index order, speakers sorted.
-        "emotion": pd.Categorical(rows["label"], categories=split.classes),
-        "speaker": pd.Categorical(speakers.loc[rows["utt_id"]].to_numpy()),
+        "emotion": pd.Categorical(rows["true"].to_numpy(), categories=list(field(record, experiment, "labels"))),
+        "speaker": pd.Categorical(rows["speaker"].to_numpy()),
     })
-    log.info("read %d fused vectors (D = %d) of %s fold %d from %s", len(frame), vectors.shape[1], experiment,
-             fold, checkpoint_path)
-    return vectors, frame
+    log.info("read %d fused vectors (D = %d) of %s seed %d fold %d from %s", len(frame), vectors.shape[1],
+             experiment, seed, fold, vectors_path)
+    return vectors[keep], frame

@@ -41,6 +41,8 @@ class ReportParams:
     report: str = "results/REPORT.md"
     corpora_dir: str = "results/corpora"  # fingerprint JSONs: say whether each corpus was synthetic
     bench_table: str = "results/tables/bench.md"  # embedded when present
+    runs_dir: str = "artifacts/runs"  # the units' log.csv (training curves) and fused.npy (t-SNE)
+    predictions_dir: str = "results/predictions"  # the pooled predictions with speakers (t-SNE colours)
     variants: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> display name, in row order
     plots: PlotsParams = dataclasses.field(default_factory=PlotsParams)
 
@@ -199,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
              len(records), units, p.metrics_dir, len(corpora), p.corpora_dir)
     frames = tables.build(records, p.variants)
     table_files = tables.write(frames, Path(p.tables_dir))
-    figures = plots.draw(records, Path(p.plots_dir), p.plots)
+    figures = plots.draw(records, Path(p.plots_dir), p.plots, Path(p.runs_dir), Path(p.predictions_dir))
     # The stage owns results/plots: a figure it did not draw this time (an experiment gone, a figure it
     # could not redraw from these metrics) would sit beside the others as if it were current.
     kept = {Path(f).resolve() for f in figures}

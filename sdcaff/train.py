@@ -1,8 +1,11 @@
 """Stage train: one experiment's (seed, fold) units -> artifacts/runs/<exp>/seed_<s>/fold_<k>/, each on its own.
 
 A unit writes log.csv (one row per epoch), checkpoint.pt (the selected weights), predictions.csv (the
-test rows under those weights), result.json, and `done` last. While it runs it keeps resume.pt, the
-state after the last finished epoch, so a killed unit resumes where it stopped with the same result.
+test rows under those weights), fused.npy (their fused vectors, the rows of predictions.csv: what the
+report's t-SNE draws, so the report never runs a model), result.json, and `done` last. Epochs are
+numbered from 1 everywhere: log lines, log.csv, result.json (`selected_epoch`, the authors' maxima),
+`lr_drop_epochs`. While it runs it keeps resume.pt, the state after the last finished epoch, so a killed
+unit resumes where it stopped with the same result.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ class TrainParams:
     batch_size: int = 32  # authors' code: BatchSize = 32, shuffled
     lr: float = 5.0e-4  # authors' code: learning_rate
     weight_decay: float = 1.0e-6  # authors' code: Adam(weight_decay=1e-6) over model and centers
-    lr_drop_epochs: tuple[int, ...] = (10, 20)  # authors' code: lr /= 10 after the 0-based epoch 10 and 20
+    lr_drop_epochs: tuple[int, ...] = (11, 21)  # authors' code: lr /= 10 after epochs 11 and 21 (from 1)
     lr_drop_factor: float = 0.1  # authors' code: /10
     seeds: tuple[int, ...] = (987654,)  # authors' code: setup_seed(987654)
     secondary_seeds: int = 1  # comparison, baseline and ablation experiments train the first N seeds
@@ -349,9 +352,9 @@ def autocast(options: Options):
 
 def lr_schedule(optimizer: torch.optim.Optimizer, p: TrainParams) -> torch.optim.lr_scheduler.MultiStepLR:
     """Returns the lr schedule, stepped once after each epoch."""
-    # authors' code divides after finishing 0-based epoch 10 (and 20): epochs 0-10 run at the full lr.
-    return torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=[e + 1 for e in p.lr_drop_epochs], gamma=p.lr_drop_factor)
+    # Epochs count from 1 and the schedule steps after each: after epoch e it has stepped e times. The
+    # authors' code divides after finishing epoch 11 (their 0-based 10) and 21: epochs 1-11 run at the full lr.
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(p.lr_drop_epochs), gamma=p.lr_drop_factor)
 
 
 class BatchLog:
@@ -417,15 +420,23 @@ def train_epoch(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, options: Options) -> tuple[np.ndarray, np.ndarray]:
-    """Returns true classes (N,) and class probabilities (N, n_classes) in eval mode."""
+def predict(model: nn.Module, loader, options: Options,
+            fused: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Returns true classes (N,) and class probabilities (N, n_classes) in eval mode.
+
+    With `fused` (a list), appends the fused vectors (N, D) of the same rows to it, as float32.
+    """
     model.eval()
-    trues, probs = [], []
+    trues, probs, vectors = [], [], []
     for static, dynamic, emotion, _, _ in loader:
         with autocast(options):
-            logits = model(static.to(options.device), dynamic.to(options.device)).emotion
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+            out = model(static.to(options.device), dynamic.to(options.device))
+        probs.append(torch.softmax(out.emotion.float(), dim=1).cpu())
         trues.append(emotion)
+        if fused is not None:
+            vectors.append(out.fused.float().cpu())
+    if fused is not None:
+        fused.append(torch.cat(vectors).numpy())
     return torch.cat(trues).numpy(), torch.cat(probs).numpy()
 
 
@@ -541,7 +552,7 @@ def _train_unit(config: Config, split: Split, features: Features, seed: int, fol
         history, seconds = resume["history"], resume["seconds"]
         selection = Selection(rule, resume["selection_epoch"], tuple(resume["selection_key"]),
                               resume["selection_state"])
-        log.info("%s: resuming after epoch %d of %d", directory, len(history) - 1, p.epochs)
+        log.info("%s: resuming after epoch %d of %d", directory, len(history), p.epochs)
     elif directory.exists():
         # Trained under other settings, inputs or code, or half-finished before its first epoch was saved.
         log.info("%s: not trained on the current inputs and settings: training it anew", directory)
@@ -567,7 +578,7 @@ def _train_unit(config: Config, split: Split, features: Features, seed: int, fol
             test = scores(test_true, test_prob.argmax(axis=1), n_classes)
         train = scores(train_true, train_pred, n_classes)
         row = {
-            "epoch": epoch, "loss": loss,
+            "epoch": epoch + 1, "loss": loss,
             "train_wa": train["wa"], "train_ua": train["ua"],
             "valid_wa": valid["wa"], "valid_ua": valid["ua"],
             "test_wa": test["wa"], "test_ua": test["ua"], "test_ua_authors": test["ua_authors"],
@@ -587,9 +598,10 @@ def _train_unit(config: Config, split: Split, features: Features, seed: int, fol
         )
 
     model.load_state_dict(selection.state)
-    test_true, test_prob = predict(model, loaders["test"], options)
+    fused: list[np.ndarray] = []
+    test_true, test_prob = predict(model, loaders["test"], options, fused)
     result = _result(config, split, seed, fold, selection, history, test_true, test_prob, options, key, expected)
-    _write_unit(directory, config, split, seed, fold, selection, history, test_prob, result)
+    _write_unit(directory, config, split, seed, fold, selection, history, test_prob, fused[0], result)
     env.write_provenance(Path("train") / config.experiment / f"seed_{seed}_fold_{fold}",
                          runs_dir.parent / "provenance", unit=directory.as_posix(), unit_hash=expected,
                          epoch_seconds=[round(s, 3) for s in seconds], seconds=round(sum(seconds), 3),
@@ -636,12 +648,12 @@ def _result(config: Config, split: Split, seed: int, fold: int, selection: Selec
     """Returns the unit's result record (percent): selected epoch, its test scores, and the authors' maxima."""
     n_classes = len(split.classes)
     test_pred = test_prob.argmax(axis=1)
-    chosen = history[selection.epoch]
+    chosen = history[selection.epoch]  # Selection counts from 0, like the history list; the record from 1
     result = {
         "experiment": config.experiment, "seed": seed, "fold": fold, "protocol": config.spec.protocol,
         "profile": config.profile, "model": config.spec.model, "labels": split.classes,
         "selection": split.sidecar["selection"], "selected_by": SELECTED_BY[split.sidecar["selection"]],
-        "selected_epoch": selection.epoch, "epochs": len(history),
+        "selected_epoch": selection.epoch + 1, "epochs": len(history),
         "test": {**scores(test_true, test_pred, n_classes), "n": len(test_true),
                  "confusion": metrics.confusion(test_true, test_pred, n_classes).tolist()},
         "valid": {"wa": chosen["valid_wa"], "ua": chosen["valid_ua"]},
@@ -650,9 +662,9 @@ def _result(config: Config, split: Split, seed: int, fold: int, selection: Selec
         wa_epoch = max(range(len(history)), key=lambda e: (history[e]["test_wa"], -e))
         ua_epoch = max(range(len(history)), key=lambda e: (history[e]["test_ua_authors"], -e))
         last = history[-1]
-        result["authors"] = {"wa": history[wa_epoch]["test_wa"], "wa_epoch": wa_epoch,
-                             "ua": history[ua_epoch]["test_ua_authors"], "ua_epoch": ua_epoch}
-        result["last_epoch"] = {"epoch": len(history) - 1, "wa": last["test_wa"], "ua": last["test_ua"],
+        result["authors"] = {"wa": history[wa_epoch]["test_wa"], "wa_epoch": wa_epoch + 1,
+                             "ua": history[ua_epoch]["test_ua_authors"], "ua_epoch": ua_epoch + 1}
+        result["last_epoch"] = {"epoch": len(history), "wa": last["test_wa"], "ua": last["test_ua"],
                                 "ua_authors": last["test_ua_authors"]}
     result.update({
         # What the unit was trained on, so evaluate can refuse it once any of it changes (and say what).
@@ -663,13 +675,13 @@ def _result(config: Config, split: Split, seed: int, fold: int, selection: Selec
 
 
 def _write_unit(directory: Path, config: Config, split: Split, seed: int, fold: int, selection: Selection,
-                history: list[dict], test_prob: np.ndarray, result: dict) -> None:
-    """Writes log.csv, checkpoint.pt, predictions.csv, result.json, then `done`; drops resume.pt."""
+                history: list[dict], test_prob: np.ndarray, fused: np.ndarray, result: dict) -> None:
+    """Writes log.csv, checkpoint.pt, predictions.csv, fused.npy, result.json, then `done`; drops resume.pt."""
     with atomic_path(directory / "log.csv") as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False, lineterminator="\n")
     with atomic_path(directory / "checkpoint.pt") as tmp:
         torch.save({"model": config.spec.model, "model_params": params.to_dict(config.model_params),
-                    "labels": split.classes, "epoch": selection.epoch, "state_dict": selection.state}, tmp)
+                    "labels": split.classes, "epoch": selection.epoch + 1, "state_dict": selection.state}, tmp)
     rows = split.select(fold, "test")
     predictions = pd.DataFrame({
         "utt_id": rows["utt_id"].to_numpy(), "fold": fold, "seed": seed, "true": rows["label"].to_numpy(),
@@ -679,6 +691,8 @@ def _write_unit(directory: Path, config: Config, split: Split, seed: int, fold: 
         predictions[f"p_{name}"] = test_prob[:, c]
     with atomic_path(directory / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+    with atomic_path(directory / "fused.npy") as tmp, open(tmp, "wb") as handle:
+        np.save(handle, fused.astype(np.float32), allow_pickle=False)
     with atomic_path(directory / "result.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (directory / "resume.pt").unlink(missing_ok=True)

@@ -18,7 +18,7 @@ TINY_MODEL = {
     "lstm_pooled": 4, "aff_inner": 4,
 }
 TINY_TRAIN = {
-    "epochs": 3, "batch_size": 8, "lr": 5.0e-3, "weight_decay": 1.0e-6, "lr_drop_epochs": [0, 1],
+    "epochs": 3, "batch_size": 8, "lr": 5.0e-3, "weight_decay": 1.0e-6, "lr_drop_epochs": [1, 2],
     "lr_drop_factor": 0.1, "seeds": [7],
     "loss": {"emotion_weight": 0.7, "gender_weight": 0.3, "center_weight": 0.15, "center_lr": 0.1},
 }

@@ -32,6 +32,7 @@ def predictions(fold: int, seed: int, true: list[str], pred: list[str]) -> pd.Da
 
 def result(key: dict, authors: dict, last: dict) -> dict:
     return {"selected_epoch": 2, "authors": authors, "last_epoch": last, "key": key, "key_hash": env.params_hash(key),
+            "unit_hash": "unit-" + env.params_hash(key),
             "options": {"device": "cpu", "amp": False, "compile": False}, "env": {"torch": "test"}}
 
 

@@ -45,8 +45,8 @@ def fake_draw(monkeypatch):
     """Replaces plots.draw with one that writes a single PNG-named file; returns the calls it saw."""
     calls = []
 
-    def draw(records, out_dir, p):
-        calls.append((sorted(records), Path(out_dir), p))
+    def draw(records, out_dir, p, runs_dir, predictions_dir):
+        calls.append((sorted(records), Path(out_dir), p, Path(runs_dir), Path(predictions_dir)))
         path = Path(out_dir) / "confusion_iemocap-loso.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"\x89PNG fake")
@@ -62,6 +62,7 @@ def test_report_verb_writes_tables_figures_and_report(workdir, fake_draw):
     assert sorted(p.name for p in tables_dir.iterdir()) == sorted(TABLE_FILES + ["bench.md"])  # no temp files
     assert fake_draw[0][0] == sorted(study()) and fake_draw[0][1] == Path("results/plots")
     assert fake_draw[0][2] == plots.PlotsParams()
+    assert fake_draw[0][3:] == (Path("artifacts/runs"), Path("results/predictions"))
     text = (workdir / "results" / "REPORT.md").read_text()
     assert "NOT comparable with the paper's" in text
     assert "corpus `iemocap`: SYNTHETIC" in text
@@ -96,7 +97,7 @@ def test_a_failing_figure_leaves_the_previous_report_untouched(workdir, monkeypa
     old = workdir / "results" / "REPORT.md"
     old.write_text("previous report\n")
 
-    def broken(records, out_dir, p):
+    def broken(records, out_dir, p, runs_dir, predictions_dir):
         raise plots.PlotsError("results/metrics/x.json: no confusion")
 
     monkeypatch.setattr(plots, "draw", broken)

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -54,7 +55,7 @@ def test_units_write_their_files_and_done_last(trained):
         for fold in (0, 1):
             directory = unit(trained, experiment, fold=fold)
             names = sorted(p.name for p in directory.iterdir())
-            assert names == ["checkpoint.pt", "done", "log.csv", "predictions.csv", "result.json"]
+            assert names == ["checkpoint.pt", "done", "fused.npy", "log.csv", "predictions.csv", "result.json"]
             assert (directory / "done").stat().st_mtime_ns >= (directory / "result.json").stat().st_mtime_ns
             log = pd.read_csv(directory / "log.csv")
             # No wall times in the unit's files (DVC caches them): they are in its provenance record.
@@ -62,7 +63,7 @@ def test_units_write_their_files_and_done_last(trained):
             provenance = json.loads((trained / "artifacts/provenance/train" / experiment /
                                      f"seed_7_fold_{fold}.json").read_text())
             assert len(provenance["epoch_seconds"]) == 3 and provenance["commit"]
-            assert log["epoch"].tolist() == [0, 1, 2]
+            assert log["epoch"].tolist() == [1, 2, 3]  # epochs count from 1, as the log lines do
             predictions = pd.read_csv(directory / "predictions.csv")
             assert list(predictions.columns) == ["utt_id", "fold", "seed", "true", "predicted"] + [
                 f"p_{c}" for c in fake_study.CLASSES]
@@ -71,13 +72,15 @@ def test_units_write_their_files_and_done_last(trained):
             result = json.loads((directory / "result.json").read_text())
             assert checkpoint["epoch"] == result["selected_epoch"]
             assert result["test"]["n"] == len(predictions)
+            fused = np.load(directory / "fused.npy", allow_pickle=False)
+            assert fused.dtype == np.float32 and fused.shape[0] == len(predictions) and np.isfinite(fused).all()
 
 
 def test_lr_drops_after_the_listed_epochs(trained):
-    # Tiny profile: lr 5e-3, divided by 10 after 0-based epochs 0 and 1.
+    # Tiny profile: lr 5e-3, divided by 10 after epochs 1 and 2.
     log = pd.read_csv(unit(trained, "authors") / "log.csv")
     assert log["lr"].tolist() == pytest.approx([5e-3, 5e-4, 5e-5])
-    # Paper profile, as the authors' loop: epochs 0-10 at 5e-4, 11-20 at 5e-5, 21-29 at 5e-6.
+    # Paper profile, as the authors' loop: epochs 1-11 at 5e-4, 12-21 at 5e-5, 22-30 at 5e-6.
     optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=5e-4)
     schedule = train.lr_schedule(optimizer, train.TrainParams())
     lrs = []
@@ -111,8 +114,9 @@ def test_test_max_keeps_the_authors_maxima(trained):
         result = json.loads((directory / "result.json").read_text())
         # The authors' valid rows are the test rows: scored once, logged in both columns.
         assert log["valid_wa"].tolist() == log["test_wa"].tolist()
-        best = int(log["test_wa"].idxmax())  # the first epoch of maximum WA
-        assert result["selected_epoch"] == best
+        best = int(log["test_wa"].idxmax())  # the first epoch of maximum WA (row index, from 0)
+        assert result["selected_epoch"] == log["epoch"][best] == best + 1
+        assert result["authors"]["wa_epoch"] == best + 1
         assert result["authors"]["wa"] == pytest.approx(log["test_wa"].max())
         assert result["authors"]["ua"] == pytest.approx(log["test_ua_authors"].max())
         assert result["last_epoch"]["wa"] == pytest.approx(log["test_wa"].iloc[-1])
@@ -127,7 +131,7 @@ def test_valid_selection_never_scores_the_test_rows_per_epoch(trained):
         result = json.loads((directory / "result.json").read_text())
         assert log["test_wa"].isna().all() and log["test_ua"].isna().all()
         best = max(range(len(log)), key=lambda e: (log["valid_ua"][e], log["valid_wa"][e], -e))
-        assert result["selected_epoch"] == best
+        assert result["selected_epoch"] == best + 1
         assert "authors" not in result
         split = pd.read_csv(trained / "artifacts/splits/honest.csv")
         test = split[(split["fold"] == fold) & (split["role"] == "test")]
