@@ -325,7 +325,11 @@ class Harness:
     def build(self, variant: Variant, module: Callable, heavy: bool) -> Callable:
         """Returns `module` as `variant` runs it (eager, or torch.compile'd); skips where it cannot run."""
         self.check(variant, heavy)
-        return torch.compile(module) if variant.mode == "compile" else module
+        if variant.mode != "compile":
+            return module
+        if torch.are_deterministic_algorithms_enabled():
+            env.deterministic_algorithms(torch, compiler=True)  # inductor's own flag, as training sets it
+        return torch.compile(module)
 
     def autocast(self, variant: Variant):
         """Returns the bf16 autocast context for bf16 variants, a disabled one otherwise."""

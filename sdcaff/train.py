@@ -532,6 +532,8 @@ def _train_unit(config: Config, split: Split, features: Features, seed: int, fol
                                  weight_decay=p.weight_decay)
     scheduler = lr_schedule(optimizer, p)
     generator = torch.Generator().manual_seed(seed)
+    if options.compile and config.env.deterministic:
+        env.deterministic_algorithms(torch, compiler=True)  # inductor's own flag, for the compiled kernels
     forward = torch.compile(model) if options.compile else model
     loaders = {
         "train": make_loader(datasets["train"], p.batch_size, True, generator, p.num_workers),
