@@ -197,15 +197,18 @@ def run(args: argparse.Namespace) -> int:
     p = params.load("check", CheckParams)
     metrics_dir = Path(args.metrics_dir or p.metrics_dir)
     expected_path = Path(args.expected or p.expected)
-    metrics = results.load_metrics(metrics_dir)
-    log.info("read %d metrics files from %s", len(metrics), metrics_dir)
+    metrics, skipped = results.split_not_run(results.load_metrics(metrics_dir))
+    log.info("read %d metrics files from %s", len(metrics) + len(skipped), metrics_dir)
+    for name, reason in sorted(skipped.items()):
+        print(f"{name}: not run: {reason}")
     if args.record:
         if not metrics:
             raise SdcaffError(f"{metrics_dir}: no metrics files to record")
         floor = args.tolerance if args.tolerance is not None else p.tolerance
         spread = None
         if args.spread:
-            spread = measured_spread(metrics, {str(d): results.load_metrics(d) for d in args.spread})
+            spread = measured_spread(metrics, {str(d): results.split_not_run(results.load_metrics(d))[0]
+                                               for d in args.spread})
         doc = record(metrics, floor, None, spread, p.spread_factor)
         if spread is not None:
             doc["provenance"]["spread"] = {"runs": [str(d) for d in args.spread], "factor": p.spread_factor,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sdcaff import env, metrics, params, train
+from sdcaff import env, metrics, params, results, train
 from sdcaff.data import fingerprint
 from sdcaff.data.loader import Split, read_split
 from sdcaff.errors import ManifestError, SdcaffError
@@ -31,6 +31,7 @@ class EvaluateParams:
     headline_dir: str = "results/headline"  # <exp>.json, the few numbers `dvc metrics show` / `dvc exp show` list
     corpora_dir: str = "results/corpora"  # the fingerprints (stage fingerprint) of the corpora a record names
     manifest_dir: str = "artifacts/manifest"  # each corpus's manifest: its utterances, against the release's
+    features_dir: str = "results/features"  # each feature set's summary: the upstream checkpoint of kind ssl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +226,8 @@ def _rounded(value: Any) -> Any:
 
 def headline(record: dict) -> dict:
     """Returns the metrics a summary table shows, flat: both aggregations of WA and UA, the authors' maxima."""
+    if "not_run" in record:
+        return {"not_run": record["not_run"], "units": 0}
     keys = {"wa_pooled": ("wa", "pooled"), "wa_fold_mean": ("wa", "fold_mean"), "ua_pooled": ("ua", "pooled"),
             "ua_fold_mean": ("ua", "fold_mean"), "authors_wa": ("authors", "wa"), "authors_ua": ("authors", "ua")}
     flat = {name: record[a][b] for name, (a, b) in keys.items() if a in record}
@@ -248,10 +251,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True, help="a key of params.yaml `experiments`")
 
 
+def upstreams(config: train.Config, features_dir: Path) -> dict[str, dict]:
+    """Returns {feature set: upstream checkpoint identity} for the experiment's sets that ran an upstream."""
+    found = {}
+    for name in dict.fromkeys((config.spec.features.train, config.spec.features.test)):
+        path = features_dir / f"{name}.json"
+        summary = results.read_json(path) if path.is_file() else {}
+        if isinstance(summary.get("upstream"), dict):
+            found[name] = summary["upstream"]
+    return found
+
+
+def not_run_record(config: train.Config) -> dict[str, Any]:
+    """Returns the metrics record of an experiment that could not run: who it is and why, no numbers."""
+    return {"experiment": config.experiment, "model": config.spec.model, "variant": config.spec.variant,
+            "group": config.spec.group, "protocol": config.spec.protocol, "profile": config.profile,
+            "not_run": config.not_run}
+
+
+def write_outputs(p: EvaluateParams, experiment: str, record: dict, predictions: pd.DataFrame) -> Path:
+    """Writes the metrics record, its headline and the pooled predictions, each atomically; returns the metrics path."""
+    metrics_path = Path(p.metrics_dir) / f"{experiment}.json"
+    with atomic_path(metrics_path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    with atomic_path(Path(p.headline_dir) / f"{experiment}.json") as tmp:
+        tmp.write_text(json.dumps(headline(record), indent=2) + "\n", encoding="utf-8")
+    with atomic_path(Path(p.predictions_dir) / f"{experiment}.csv") as tmp:
+        predictions.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+    return metrics_path
+
+
 def run(args: argparse.Namespace) -> int:
     """Returns 0 after writing the experiment's metrics JSON and its pooled predictions CSV."""
     p = params.load("evaluate", EvaluateParams)
     config = train.load_config(args.experiment)
+    if config.not_run is not None:
+        record = not_run_record(config)
+        write_outputs(p, config.experiment, record, pd.DataFrame(columns=list(PREDICTION_COLUMNS)))
+        log.info("experiment %s: not run: %s; wrote its record to %s", config.experiment, config.not_run,
+                 p.metrics_dir)
+        return 0
     split = read_split(train.split_path(config))
     key = train.unit_key(config, split)
     units = []
@@ -265,19 +304,16 @@ def run(args: argparse.Namespace) -> int:
     corpora = {name: fingerprint.describe(name, p.corpora_dir, p.manifest_dir) for name in used}
     speakers = read_speakers(Path(p.manifest_dir) / f"{split.sidecar['corpora']['test']}.csv")
     record = summarise(config, split, units, corpora, speakers)
-    metrics_path = Path(p.metrics_dir) / f"{config.experiment}.json"
+    found = upstreams(config, Path(p.features_dir))
+    if found:  # the checkpoint behind the numbers, named beside them in every table
+        record["upstream"] = next(iter(found.values())) if len(found) == 1 else found
+    pooled = pd.concat([u.predictions for u in units], ignore_index=True)
+    if speakers is not None:  # who spoke each test row: per-speaker analyses need no manifest afterwards
+        named = speakers.reindex(pooled["utt_id"])
+        pooled.insert(1, "speaker", named["speaker"].to_numpy())
+        pooled.insert(2, "session", named["session"].to_numpy())
+    metrics_path = write_outputs(p, config.experiment, record, pooled)
     predictions_path = Path(p.predictions_dir) / f"{config.experiment}.csv"
-    with atomic_path(metrics_path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    with atomic_path(Path(p.headline_dir) / f"{config.experiment}.json") as tmp:
-        tmp.write_text(json.dumps(headline(record), indent=2) + "\n", encoding="utf-8")
-    with atomic_path(predictions_path) as tmp:
-        pooled = pd.concat([u.predictions for u in units], ignore_index=True)
-        if speakers is not None:  # who spoke each test row: per-speaker analyses need no manifest afterwards
-            named = speakers.reindex(pooled["utt_id"])
-            pooled.insert(1, "speaker", named["speaker"].to_numpy())
-            pooled.insert(2, "session", named["session"].to_numpy())
-        pooled.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
     env.write_provenance(Path("evaluate") / config.experiment, metrics=metrics_path.as_posix(),
                          units=len(units), train_seconds=round(train_seconds(config, units), 3))
     log.info("wrote %s (WA pooled %.2f, UA fold mean %.2f over %d units) and %s (%d rows)", metrics_path,

@@ -154,14 +154,22 @@ def caption(path: Path) -> str:
     return stem.replace("_", " ")
 
 
+def not_run_section(skipped: Mapping[str, str]) -> list[str]:
+    """Returns the lines that list the experiments that could not run, each with its reason."""
+    if not skipped:
+        return []
+    return ["## Not run", "", "These experiments are configured but could not run here, so no table shows them:", "",
+            *[f"- `{name}`: not run: {reason}" for name, reason in sorted(skipped.items())], ""]
+
+
 def document(records: Mapping[str, dict], corpora: Mapping[str, dict], frames: Mapping, figures: list[Path],
-             p: ReportParams) -> str:
-    """Returns REPORT.md: title, provenance, reading guide, tables, figures and the bench table."""
+             p: ReportParams, skipped: Mapping[str, str] | None = None) -> str:
+    """Returns REPORT.md: title, provenance, reading guide, not-run list, tables, figures and the bench table."""
     report_dir = Path(p.report).parent
     parts = ["# SD-CAFF reproduction report", "",
              "Written by `sdcaff report` (stage `report`) from the metrics files under "
              f"`{p.metrics_dir}`; do not edit by hand.", "",
-             provenance(records, corpora), READING_GUIDE, "## Tables", ""]
+             provenance(records, corpora), READING_GUIDE, *not_run_section(skipped or {}), "## Tables", ""]
     for name, frame in frames.items():
         files = ", ".join(f"[{s}]({rel(Path(p.tables_dir) / f'{name}.{s}', report_dir)})" for s in ("csv", "tex"))
         parts += [f"### {TITLES[name]}", "", tables.markdown(name, frame), f"Also as {files}.", ""]
@@ -193,7 +201,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Returns 0 after writing the tables, the figures and REPORT.md."""
     p = params.load("report", ReportParams)
-    records = load_records(Path(p.metrics_dir))
+    records, skipped = results.split_not_run(load_records(Path(p.metrics_dir)))
+    for name, reason in sorted(skipped.items()):
+        log.info("experiment %s: not run: %s", name, reason)
+    if not records:
+        raise ResultsFileError(f"{p.metrics_dir}: no experiment ran (every record says not run)")
     results.check_comparable(records, Path(p.metrics_dir))
     corpora = results.load_corpora(Path(p.corpora_dir))
     units = sum(len(r["per_fold"]) for r in records.values())
@@ -210,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
             old.unlink()
             log.warning("removed %s: not drawn from the current metrics", old)
     with atomic_path(p.report) as tmp:
-        tmp.write_text(document(records, corpora, frames, figures, p), encoding="utf-8")
+        tmp.write_text(document(records, corpora, frames, figures, p, skipped), encoding="utf-8")
     log.info("wrote %d table files (%d tables) under %s, %d figures under %s and %s", len(table_files),
              len(frames), p.tables_dir, len(figures), p.plots_dir, p.report)
     return 0

@@ -33,7 +33,7 @@ def resolved(config: train.Config) -> dict:
     train_settings = params.to_dict(config.train)
     for key in ("jobs", "backend"):
         del train_settings[key]
-    return {
+    resolved = {
         "experiment": config.experiment,
         "profile": config.profile,
         "spec": params.to_dict(config.spec),
@@ -41,6 +41,9 @@ def resolved(config: train.Config) -> dict:
         "train": train_settings,
         "env": params.to_dict(config.env),
     }
+    if config.not_run is not None:  # only then: every other experiment's file stays byte for byte as it was
+        resolved["not_run"] = config.not_run
+    return resolved
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,9 @@ from typing import Any, Callable, Iterable, Mapping
 from sdcaff.errors import SdcaffError
 
 
+NOT_RUN = "not_run"  # a metrics record with this key names an experiment that could not run, and why
+
+
 class ResultsFileError(SdcaffError):
     """A results file is unreadable, not a JSON object, misnamed, duplicated or lacks a key; the message names it."""
 
@@ -63,7 +66,7 @@ def load_metrics(metrics_dir: Path, check: Callable[[dict, Path], None] | None =
         require(record, path, ["experiment"])
         if not isinstance(record["experiment"], str):
             raise ResultsFileError(f"{path}: 'experiment' must be a string, got {record['experiment']!r}")
-        if check is not None:
+        if check is not None and NOT_RUN not in record:  # a not-run record holds no numbers to check
             check(record, path)
         holders[record["experiment"]].append(path)
         records[path.stem] = record
@@ -79,6 +82,13 @@ def load_metrics(metrics_dir: Path, check: Callable[[dict, Path], None] | None =
                 f"{metrics_dir / (stem + '.json')}: holds experiment '{record['experiment']}', but a metrics "
                 f"file must be named <experiment>.json ({record['experiment']}.json); rename it or move it out")
     return records
+
+
+def split_not_run(records: Mapping[str, dict]) -> tuple[dict[str, dict], dict[str, str]]:
+    """Returns the records that hold numbers, and {experiment: reason} for those that could not run."""
+    ran = {name: record for name, record in records.items() if NOT_RUN not in record}
+    skipped = {name: str(record[NOT_RUN]) for name, record in records.items() if NOT_RUN in record}
+    return ran, skipped
 
 
 def load_corpora(corpora_dir: Path) -> dict[str, dict]:

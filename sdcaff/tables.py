@@ -319,8 +319,32 @@ def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def upstream_label(upstream: Mapping) -> str:
+    """Returns a checkpoint's name in a cell: 'name@revision' (revision cut to 12 characters), or the name alone."""
+    if "name" not in upstream:  # one identity per feature set (train and test sets differ)
+        return " + ".join(upstream_label(u) for _, u in sorted(upstream.items()) if isinstance(u, Mapping))
+    revision = upstream.get("revision")
+    return f"{upstream['name']}@{str(revision)[:12]}" if revision else str(upstream["name"])
+
+
+def with_checkpoints(records: Mapping[str, Mapping], names: Mapping[str, str]) -> dict[str, str]:
+    """Returns the display names with each upstream-based variant's checkpoint(s) named beside it."""
+    labels: dict[str, list[str]] = {}
+    for rec in records.values():
+        if isinstance(rec.get("upstream"), Mapping):
+            found = labels.setdefault(variant_of(rec), [])
+            label = upstream_label(rec["upstream"])
+            if label not in found:
+                found.append(label)
+    named = dict(names)
+    for variant, found in labels.items():
+        named[variant] = f"{names.get(variant, variant)} ({', '.join(sorted(found))})"
+    return named
+
+
 def build(records: Mapping[str, Mapping], names: Mapping[str, str]) -> dict[str, pd.DataFrame]:
-    """Returns every table by name, in the order the report shows them."""
+    """Returns every table by name, in the order the report shows them (upstream checkpoints named)."""
+    names = with_checkpoints(records, names)
     return {
         "paper": paper_table(records),
         "variants": variants_table(records, names),

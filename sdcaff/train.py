@@ -192,6 +192,7 @@ class Config:
     model_params: Any  # model_entry(spec.model)[0]
     train: TrainParams
     env: env.EnvParams
+    not_run: str | None = None  # why the experiment cannot run here (not_run_reason), or None
 
     def record(self) -> dict:
         """Returns the settings a unit's result depends on, as plain data (seeds and folds left out)."""
@@ -274,7 +275,22 @@ def load_config(experiment: str, path: str | Path | None = None) -> Config:
                           f"got {env_params.threads}")
     # A unit's numbers depend on its thread count, so its share of the pinned threads is one of its settings.
     env_params = dataclasses.replace(env_params, threads=max(1, env_params.threads // train.jobs))
-    return Config(experiment, profile, spec, model_params, train, env_params)
+    return Config(experiment, profile, spec, model_params, train, env_params, not_run_reason(data, spec))
+
+
+def not_run_reason(data: dict, spec: Experiment) -> str | None:
+    """Returns why the experiment cannot run with these params, in words, or None when it can.
+
+    A feature set of kind `ssl` needs an upstream checkpoint, which the default study never downloads: with
+    none configured its experiments are skipped (train and evaluate say so, the report lists them).
+    """
+    defaults = data.get("features") or {}
+    sets = data.get("feature_sets") or {}
+    for name in dict.fromkeys((spec.features.train, spec.features.test)):
+        merged = {**defaults, **(sets.get(name) or {})}
+        if merged.get("kind") == "ssl" and not merged.get("upstream"):
+            return f"no upstream checkpoint configured (feature_sets.{name}.upstream)"
+    return None
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -784,6 +800,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Returns 0 after training every unit of the experiment (or the chosen seeds/folds) not yet done."""
     config = load_config(args.experiment)
+    if config.not_run is not None:
+        # DVC still needs the stage's output: an empty runs folder whose NOT_RUN file says why.
+        directory = RUNS_DIR / config.experiment
+        if directory.exists():
+            shutil.rmtree(directory)  # units of an earlier run with a checkpoint are not this run's
+        directory.mkdir(parents=True)
+        (directory / "NOT_RUN").write_text(config.not_run + "\n", encoding="utf-8")
+        log.info("experiment %s: not run: %s", config.experiment, config.not_run)
+        return 0
     device = env.device(args.device or config.env.device)
     if args.amp and device.type != "cuda":
         raise SdcaffError("--amp (bf16 autocast) is for CUDA devices; the CPU runs in float32")
