@@ -729,6 +729,11 @@ def check_inputs(config: Config, split: Split, features: Features) -> None:
     if None not in expected and got != expected:
         raise SdcaffError(f"{', '.join(map(str, features.paths))}: features are {got[0]} x {got[1]}, "
                           f"the model expects n_mfcc x frames = {expected[0]} x {expected[1]}")
+    pooled = (getattr(config.model_params, "layers", None), getattr(config.model_params, "dim", None))
+    if None not in pooled and got != pooled:  # an upstream's pooled layers: another checkpoint than the head's sizes
+        raise SdcaffError(f"{', '.join(map(str, features.paths))}: features are {got[0]} layers x {got[1]} dims, "
+                          f"the head expects layers x dim = {pooled[0]} x {pooled[1]}; set them in "
+                          f"profiles.<profile>.baselines.{config.spec.model} to match the upstream (docs/ssl.md)")
 
 
 def train_units(config: Config, split: Split, todo: list[tuple[int, int]], options: Options,
