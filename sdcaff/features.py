@@ -1,4 +1,5 @@
-"""Stage features: manifest wavs -> resample, silence removal, pad/cut to 6 s, MFCC + deltas -> one tensor file."""
+"""Stage features: manifest wavs -> resample, silence removal, pad/cut to 6 s, MFCC + deltas (or Fbank, or a frozen
+upstream's pooled hidden states) -> one tensor file."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from sdcaff.mfcc import (
 )
 from sdcaff.silence import TRIM_TOP_DB, remove_silence
 
+if typing.TYPE_CHECKING:
+    from sdcaff.upstream import Upstream
+
 __all__ = ["FeaturesParams", "FeatureSet", "delta", "extract", "fix_length", "mfcc", "remove_silence", "run"]
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,8 @@ MANIFEST_COLUMNS = ("utt_id", "corpus", "path", "label", "sample_rate", "num_sam
 # Keys of the DSP itself: what extract() takes. The rest of FeaturesParams is I/O and batching.
 MFCC_KEYS = ("sample_rate", "n_mfcc", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "pad_mode",
              "top_db")
+# Keys of kind ssl only: left out of the other kinds' saved settings, so their files keep their bytes (and md5s).
+SSL_KEYS = ("upstream", "upstream_revision", "ssl_input", "ssl_max_batch_seconds", "amp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +53,18 @@ class FeaturesParams:
     manifest_dir: str = "artifacts/manifest"  # reads <manifest_dir>/<corpus>.csv
     out_dir: str = "artifacts/features"  # writes <out_dir>/<set>.pt
     results_dir: str = "results/features"  # writes <results_dir>/<set>.json
-    kind: Literal["mfcc", "fbank"] = "mfcc"  # fbank = SpeechBrain Fbank (the ECAPA-TDNN baseline's input)
+    kind: Literal["mfcc", "fbank", "ssl"] = "mfcc"  # fbank = SpeechBrain Fbank (ECAPA-TDNN's input); ssl: docs/ssl.md
     fbank_n_mels: int = 80  # kind fbank: SpeechBrain IEMOCAP recipe, 80 log-mel filterbanks (25 ms / 10 ms)
     silence: Literal["authors", "trim", "none"] = "authors"  # authors' detector (sdcaff/silence.py)
     trim_top_db: float = TRIM_TOP_DB  # silence `trim` only
     clip_seconds: float = 6.0  # authors' code: fixed_t=6, pad or cut to int(6 * sr) samples
-    batch_size: int = 64  # utterances per MFCC batch on the device; results do not depend on it
+    batch_size: int = 64  # utterances per batch on the device; results do not depend on it (kind ssl: upstream.py)
+    # Kind ssl: a frozen self-supervised upstream's hidden states (sdcaff/upstream.py, docs/ssl.md).
+    upstream: str | None = None  # local checkpoint folder or hub id; null = not configured, the set is not run
+    upstream_revision: str | None = None  # hub branch, tag or commit; null = main (a local folder takes none)
+    ssl_input: Literal["clip", "whole"] = "whole"  # whole utterance after silence removal (the literature), or 6 s clip
+    ssl_max_batch_seconds: float | None = None  # most padded audio per batch (B x longest); null = batch_size only
+    amp: bool = True  # bf16 autocast for the upstream on CUDA; a CPU always runs float32
     # The MFCC and delta settings; defaults and their sources are in sdcaff/mfcc.py.
     sample_rate: int = SAMPLE_RATE
     n_mfcc: int = N_MFCC
@@ -126,6 +138,9 @@ def _check(p: FeaturesParams) -> tuple[str, str] | None:
     for field in positive:
         if getattr(p, field) <= 0:
             return field, f"'{field}' must be positive, got {getattr(p, field)}"
+    if p.ssl_max_batch_seconds is not None and p.ssl_max_batch_seconds <= 0:
+        return "ssl_max_batch_seconds", (f"'ssl_max_batch_seconds' must be positive or null, "
+                                         f"got {p.ssl_max_batch_seconds}")
     if p.win_length > p.n_fft:
         return "win_length", f"'win_length' {p.win_length} exceeds n_fft {p.n_fft}"
     if p.n_mfcc > p.n_mels:
@@ -168,6 +183,12 @@ def fix_length(y: np.ndarray, length: int) -> np.ndarray:
 
 def prepare(row: pd.Series, manifest: Path, p: FeaturesParams) -> tuple[np.ndarray, int]:
     """Returns one utterance's clip (clip_samples,) float32 and its sample count after silence removal."""
+    speech = read_speech(row, manifest, p)
+    return fix_length(speech, p.clip_samples), len(speech)
+
+
+def read_speech(row: pd.Series, manifest: Path, p: FeaturesParams) -> np.ndarray:
+    """Returns one utterance at p.sample_rate after silence removal: (m,) float32."""
     y, rate = audio.read(row["path"])
     if rate != row["sample_rate"] or len(y) != row["num_samples"]:
         raise ManifestError(
@@ -176,8 +197,7 @@ def prepare(row: pd.Series, manifest: Path, p: FeaturesParams) -> tuple[np.ndarr
         )
     if rate != p.sample_rate:
         y = torchaudio.functional.resample(torch.from_numpy(y), rate, p.sample_rate).numpy()
-    speech = remove_silence(y, p.silence, p.trim_top_db)
-    return fix_length(speech, p.clip_samples), len(speech)
+    return remove_silence(y, p.silence, p.trim_top_db)
 
 
 def extractor(p: FeaturesParams, device: torch.device) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
@@ -223,6 +243,73 @@ def compute(rows: pd.DataFrame, manifest: Path, p: FeaturesParams, device: torch
     return {**{name: torch.cat(tensors) for name, tensors in parts.items()}, "speech_samples": speech}
 
 
+def compute_ssl(rows: pd.DataFrame, manifest: Path, p: FeaturesParams, upstream: Upstream) -> dict[str, torch.Tensor]:
+    """Returns mfcc = the upstream's pooled hidden states (N, L+1, D) float32, empty delta slots (N, 0, D) and
+    speech_samples (N,) int64 for `rows`: the whole utterances after silence removal, or their 6 s clips."""
+    waves = []
+    speech = torch.empty(len(rows), dtype=torch.int64)
+    for i in tqdm(range(len(rows)), unit="utt", desc="audio", disable=None):
+        wave = read_speech(rows.iloc[i], manifest, p)
+        speech[i] = len(wave)
+        waves.append(fix_length(wave, p.clip_samples) if p.ssl_input == "clip" else wave)
+    pooled = upstream.encode(waves, p.batch_size, p.ssl_max_batch_seconds, desc="upstream")
+    # The loader's contract keeps three tensors: the delta slots stay empty, as for kind fbank.
+    empty = (len(rows), 0, pooled.shape[2])
+    return {"mfcc": pooled, "delta": torch.zeros(empty), "delta_delta": torch.zeros(empty), "speech_samples": speech}
+
+
+def load_upstream(p: FeaturesParams, set_name: str, device: torch.device) -> Upstream:
+    """Returns the set's frozen upstream on `device`; a checkpoint that cannot be loaded raises ParamsError."""
+    # transformers takes seconds to import: only kind ssl pays for it.
+    from sdcaff import upstream as upstream_module
+
+    where = f"{params_module.params_path()}: feature_sets.{set_name}.upstream = {p.upstream!r}"
+    try:
+        upstream = upstream_module.load(p.upstream, p.upstream_revision, device, amp=p.amp)
+    except (OSError, ValueError) as exc:
+        raise ParamsError(f"{where}: cannot load the checkpoint: {exc}") from exc
+    if upstream.sample_rate != p.sample_rate:
+        raise ParamsError(f"{where}: the upstream takes {upstream.sample_rate} Hz audio, 'sample_rate' is "
+                          f"{p.sample_rate}")
+    return upstream
+
+
+def write_outputs(pt_path: Path, json_path: Path, payload: dict, summary: dict) -> None:
+    """Writes the tensor file and its JSON summary, both or neither."""
+    # Both temporaries are written before either is renamed: an unwritable results folder or a full disk
+    # leaves the previous tensor file and summary, never a new tensor file beside an old summary.
+    with atomic_paths(pt_path, json_path) as (pt_tmp, json_tmp):
+        with open(pt_tmp, "wb") as stream:
+            # Saved through a stream: given a path, torch names the archive's folder after the (random)
+            # temporary file name, and the same features would differ byte for byte.
+            torch.save(payload, stream)
+        json_tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def settings_of(p: FeaturesParams, feature_set: FeatureSet) -> dict:
+    """Returns the settings a feature file records: every features key of its kind, and the set's own."""
+    settings = {**params_module.to_dict(p), **params_module.to_dict(feature_set)}
+    if p.kind != "ssl":
+        settings = {k: v for k, v in settings.items() if k not in SSL_KEYS}
+    return settings
+
+
+def not_run(set_name: str, p: FeaturesParams, feature_set: FeatureSet, pt_path: Path, json_path: Path) -> int:
+    """Returns 0 after writing an empty tensor file and summary that say why kind ssl did not run."""
+    reason = f"no upstream checkpoint configured (feature_sets.{set_name}.upstream)"
+    settings = {**settings_of(p, feature_set), "upstream_identity": None}
+    empty = torch.zeros(0, 0, 0)
+    # DVC needs both outputs; the loader refuses a file holding `not_run`, naming it and the reason.
+    payload = {"utt_ids": [], "mfcc": empty, "delta": empty.clone(), "delta_delta": empty.clone(),
+               "params": settings, "not_run": reason}
+    summary = {"set": set_name, "corpus": feature_set.corpus, "utterances": 0, "params": settings,
+               "not_run": reason}
+    write_outputs(pt_path, json_path, payload, summary)
+    env.write_provenance(Path("features") / set_name, features=pt_path.as_posix(), not_run=reason)
+    log.warning("feature set %s: not run: %s", set_name, reason)
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds `--set NAME` and `--device` to the verb's parser."""
     parser.add_argument("--set", required=True, dest="set_name", metavar="NAME",
@@ -243,6 +330,8 @@ def run(args: argparse.Namespace) -> int:
     stale = remove_stale_temporaries(pt_path, json_path)
     if stale:
         log.info("removed %d temporary file(s) a killed run left: %s", len(stale), ", ".join(map(str, stale)))
+    if p.kind == "ssl" and p.upstream is None:
+        return not_run(args.set_name, p, feature_set, pt_path, json_path)
     manifest = Path(p.manifest_dir) / f"{feature_set.corpus}.csv"
     rows = read_manifest(manifest, feature_set.corpus, feature_set.labels)
     if rows.empty:
@@ -251,11 +340,14 @@ def run(args: argparse.Namespace) -> int:
     log.info("read %s: %d utterances (%.0f s of audio), labels %s", manifest, len(rows), audio_seconds,
              feature_set.labels or "all")
 
+    settings = settings_of(p, feature_set)
+    if p.kind == "ssl":
+        upstream = load_upstream(p, args.set_name, device)
+        settings["upstream_identity"] = upstream.identity()
     start = time.perf_counter()
-    tensors = compute(rows, manifest, p, device)
+    tensors = compute_ssl(rows, manifest, p, upstream) if p.kind == "ssl" else compute(rows, manifest, p, device)
     wall_seconds = time.perf_counter() - start
 
-    settings = {**params_module.to_dict(p), **params_module.to_dict(feature_set)}
     # Both outputs hold only what the numbers depend on, so recomputing them on another commit gives the
     # same bytes (and the md5 the committed dvc.lock records); versions, commit and times: provenance.
     payload = {"utt_ids": rows["utt_id"].tolist(), **tensors, "params": settings}
@@ -263,14 +355,7 @@ def run(args: argparse.Namespace) -> int:
         "set": args.set_name, "corpus": feature_set.corpus, "utterances": len(rows),
         "audio_seconds": round(audio_seconds, 3), "device": str(device), "params": settings,
     }
-    # Both temporaries are written before either is renamed: an unwritable results folder or a full disk
-    # leaves the previous tensor file and summary, never a new tensor file beside an old summary.
-    with atomic_paths(pt_path, json_path) as (pt_tmp, json_tmp):
-        with open(pt_tmp, "wb") as stream:
-            # Saved through a stream: given a path, torch names the archive's folder after the (random)
-            # temporary file name, and the same features would differ byte for byte.
-            torch.save(payload, stream)
-        json_tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_outputs(pt_path, json_path, payload, summary)
     realtime = round(audio_seconds / max(wall_seconds, 1e-9), 1)
     env.write_provenance(Path("features") / args.set_name, features=pt_path.as_posix(),
                          wall_seconds=round(wall_seconds, 3), times_realtime=realtime)

@@ -124,6 +124,9 @@ def _read_feature_file(path: Path) -> dict:
         raise ManifestError(f"{path}: feature file missing; run `sdcaff features`") from exc
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         raise ManifestError(f"{path}: not a readable feature file: {exc}") from exc
+    if isinstance(data, dict) and "not_run" in data:
+        # The features stage writes an empty file when it could not run (kind ssl without a checkpoint).
+        raise ManifestError(f"{path}: the features stage did not run for this set: {data['not_run']}")
     if not isinstance(data, dict) or any(k not in data for k in FEATURE_KEYS):
         raise ManifestError(f"{path}: a feature file is a dict with keys {', '.join(FEATURE_KEYS)}")
     n = len(data["utt_ids"])
