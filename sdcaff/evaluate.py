@@ -257,8 +257,9 @@ def upstreams(config: train.Config, features_dir: Path) -> dict[str, dict]:
     for name in dict.fromkeys((config.spec.features.train, config.spec.features.test)):
         path = features_dir / f"{name}.json"
         summary = results.read_json(path) if path.is_file() else {}
-        if isinstance(summary.get("upstream"), dict):
-            found[name] = summary["upstream"]
+        identity = (summary.get("params") or {}).get("upstream_identity")
+        if isinstance(identity, dict):
+            found[name] = identity
     return found
 
 
