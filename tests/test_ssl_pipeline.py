@@ -1,6 +1,6 @@
 """The ssl baseline through DVC on a small synthetic IEMOCAP with a tiny local upstream (nothing downloaded):
-synth -> manifest -> splits -> features (kind ssl) -> train -> evaluate under iemocap-loso, then the report row
-naming the checkpoint; and the same pipeline without an upstream, skipped visibly."""
+synth -> manifest -> splits -> features (kind ssl) -> train -> evaluate under the authors' protocol and LOSO,
+then the report's rows naming the checkpoint; and the same pipeline without an upstream, skipped visibly."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "ssl-iemocap-loso"
+EXPERIMENTS = ("ssl-iemocap-authors", EXPERIMENT)
 LAYERS, WIDTH = 2, 16  # 3 pooled hidden states of 16 dims
 
 
@@ -33,14 +34,14 @@ def tiny_wavlm(folder: Path) -> Path:
 
 
 def clone(tmp: Path, upstream: Path | None) -> Path:
-    """Returns a clone of the committed project whose params keep only the ssl experiment under LOSO."""
+    """Returns a clone of the committed project whose params keep only the ssl experiments (authors', LOSO)."""
     root = tmp / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True)
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["synth"]["iemocap_scale"] = 0.013  # ~130 wavs, ~70 in the feature set: seconds, not minutes
-    p["splits"]["protocols"] = {"iemocap-loso": p["splits"]["protocols"]["iemocap-loso"]}
+    p["splits"]["protocols"] = {k: p["splits"]["protocols"][k] for k in ("iemocap-authors", "iemocap-loso")}
     p["feature_sets"] = {"iemocap-ssl": {**p["feature_sets"]["iemocap-ssl"], "upstream": upstream and str(upstream)}}
-    p["experiments"] = {EXPERIMENT: p["experiments"][EXPERIMENT]}
+    p["experiments"] = {name: p["experiments"][name] for name in EXPERIMENTS}
     quick = p["profiles"]["quick"]
     quick["train"].update(epochs=3, lr_drop_epochs=[2, 3], seeds=[987654], jobs=1)
     quick["baselines"]["baselines/ssl.py"] = {"layers": LAYERS + 1, "dim": WIDTH, "projection": 8}
@@ -66,9 +67,11 @@ needs_git = pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git"
 @needs_git
 def test_the_ssl_baseline_runs_through_dvc_and_reaches_the_report(tmp_path):
     root = clone(tmp_path, tiny_wavlm(tmp_path / "upstreams" / "wavlm-tiny"))
-    run(root, str(Path(sys.executable).parent / "dvc"), "repro", "--quiet", f"evaluate@{EXPERIMENT}")
+    run(root, str(Path(sys.executable).parent / "dvc"), "repro", "--quiet", *[f"evaluate@{e}" for e in EXPERIMENTS])
+    authors = json.loads((root / "results/metrics/ssl-iemocap-authors.json").read_text())
     record = json.loads((root / "results/metrics" / f"{EXPERIMENT}.json").read_text())
     assert "not_run" not in record and len(record["per_fold"]) == 5  # every session of LOSO, one seed
+    assert len(authors["per_fold"]) == 5 and authors["upstream"] == record["upstream"]
     assert 0.0 <= record["ua"]["fold_mean"] <= 100.0
     upstream = record["upstream"]
     assert upstream["name"].endswith("wavlm-tiny") and upstream["revision"].startswith("sha256:")
@@ -77,12 +80,14 @@ def test_the_ssl_baseline_runs_through_dvc_and_reaches_the_report(tmp_path):
     assert features["utterances"] > 0 and features["params"]["upstream_identity"] == upstream
     # The committed study's metrics came from the full-size corpus: the report would refuse the mix.
     for path in (root / "results/metrics").glob("*.json"):
-        if path.stem != EXPERIMENT:
+        if path.stem not in EXPERIMENTS:
             path.unlink()
     run(root, str(Path(sys.executable).parent / "sdcaff"), "report")
     report = (root / "results/REPORT.md").read_text()
     label = f"SSL upstream + SUPERB head ({upstream['name']}@{upstream['revision'][:12]})"
     assert label in report and "## Not run" not in report
+    for table in ("variants", "protocol_gap", "per_class"):  # every table an IEMOCAP baseline belongs in
+        assert label in (root / "results/tables" / f"{table}.md").read_text(), table
 
 
 @needs_git
