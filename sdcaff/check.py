@@ -167,6 +167,27 @@ def record(metrics: dict[str, dict], tolerance: float, profile: str | None,
     }
 
 
+def load_expected(path: Path) -> dict:
+    """Returns an expectations file's content; a missing or invalid file names itself."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise SdcaffError(f"{path}: expectations file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise SdcaffError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+
+
+def keep_spreads(doc: dict, earlier: dict, floor: float, factor: float) -> None:
+    """Raises each recorded spread in `doc` to the one `earlier` holds for the same experiment and metric
+    (measured on kinds this run's --spread did not cover) and recomputes its tolerance."""
+    for exp, entries in doc["experiments"].items():
+        for key, entry in entries.items():
+            old = earlier.get("experiments", {}).get(exp, {}).get(key, {}).get("spread")
+            if old is not None and old > entry["spread"]:
+                entry["spread"] = round(float(old), 4)
+                entry["tolerance"] = spread_tolerance(entry["spread"], floor, factor)
+
+
 def format_table(rows: list[Row]) -> str:
     """Returns the comparison as a fixed-width text table."""
     head = ("experiment", "metric", "expected", "got", "difference", "tolerance", "verdict")
@@ -191,6 +212,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spread", action="append", metavar="DIR", type=Path,
                         help="with --record: the metrics dir of another run of the same study (another CPU kind or "
                              "thread count; repeatable); each tolerance comes from the measured differences")
+    parser.add_argument("--keep-spread", metavar="EXPECTED", type=Path,
+                        help="with --record --spread: an earlier expectations file whose spreads (measured on other "
+                             "kinds, e.g. emulated ones) still hold: each metric keeps the larger of both spreads")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,13 +230,19 @@ def run(args: argparse.Namespace) -> int:
             raise SdcaffError(f"{metrics_dir}: no metrics files to record")
         floor = args.tolerance if args.tolerance is not None else p.tolerance
         spread = None
+        if args.keep_spread and not args.spread:
+            raise SdcaffError("--keep-spread adds earlier spreads to those --spread measures: give --spread too")
         if args.spread:
             spread = measured_spread(metrics, {str(d): results.split_not_run(results.load_metrics(d))[0]
                                                for d in args.spread})
         doc = record(metrics, floor, None, spread, p.spread_factor)
+        if args.keep_spread:
+            keep_spreads(doc, load_expected(args.keep_spread), floor, p.spread_factor)
         if spread is not None:
             doc["provenance"]["spread"] = {"runs": [str(d) for d in args.spread], "factor": p.spread_factor,
                                            "floor": floor}
+            if args.keep_spread:
+                doc["provenance"]["spread"]["kept_from"] = str(args.keep_spread)
         with atomic_path(expected_path) as tmp:
             tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         log.info("wrote %d experiments' expectations to %s", len(doc["experiments"]), expected_path)
@@ -223,12 +253,7 @@ def run(args: argparse.Namespace) -> int:
         for line in corpus_banner(metrics, results.load_corpora(corpora_dir), corpora_dir):
             print(line)
     else:
-        try:
-            expected = json.loads(expected_path.read_text())
-        except FileNotFoundError as exc:
-            raise SdcaffError(f"{expected_path}: expectations file not found") from exc
-        except json.JSONDecodeError as exc:
-            raise SdcaffError(f"{expected_path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+        expected = load_expected(expected_path)
         rows = compare_expected(expected, metrics, expected_path)
         listed = set(expected["experiments"])
         rows += [Row(exp, "(experiment)", None, 0.0, 0.0) for exp in sorted(set(metrics) - listed)]

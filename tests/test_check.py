@@ -240,6 +240,15 @@ def test_record_with_spread_sets_each_tolerance_from_the_measured_differences(tm
     assert cli.main(["check", "--expected", str(expected), "--metrics-dir", str(other)]) == 0
     worse = write(tmp_path / "worse", {"abl": 6.5})
     assert cli.main(["check", "--expected", str(expected), "--metrics-dir", str(worse)]) == 1
+    # Re-recorded on a new kind against that run, the spreads measured earlier still count where larger.
+    assert cli.main(["check", "--record", "--expected", str(tmp_path / "again.json"), "--metrics-dir", str(native),
+                     "--spread", str(native), "--keep-spread", str(expected)]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["experiments"]["abl"]["wa.pooled"] == {"value": 60.0, "tolerance": 6.0, "spread": 4.0}
+    assert again["experiments"]["head"]["wa.pooled"] == {"value": 60.0, "tolerance": 0.5, "spread": 0.2}
+    assert again["provenance"]["spread"]["kept_from"] == str(expected)
+    assert cli.main(["check", "--record", "--expected", str(tmp_path / "x.json"), "--metrics-dir", str(native),
+                     "--keep-spread", str(expected)]) == 1
     # A spread run that lacks an experiment cannot vouch for its tolerance.
     (other / "abl.json").unlink()
     assert cli.main(["check", "--record", "--expected", str(expected), "--metrics-dir", str(native),
