@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -34,9 +35,27 @@ def _file_md5(path: str, size: int, mtime_ns: int) -> str:
 
 
 def module_files(name: str) -> list[Path]:
-    """Returns the source files of module `name`: its file, or every .py file under a package's folder."""
-    module = sys.modules.get(name) or importlib.import_module(name)
-    origin = Path(module.__file__)
+    """Returns the source files of module `name`: its file, or every .py file under a package's folder.
+
+    A module not yet imported is found without running it (only its parent packages are imported), so
+    `sdcaff evaluate` keys units on the training code without loading torch.
+    """
+    module = sys.modules.get(name)
+    if module is not None:
+        origin = Path(module.__file__)
+    else:
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:  # a parent package that is not on the import path
+            spec = None
+        if spec is not None and spec.origin not in (None, "built-in", "frozen"):
+            origin = Path(spec.origin)
+        else:  # a model module that is only a file under the working directory (train.import_model)
+            base = Path(*name.split("."))
+            origin = base / "__init__.py" if (base / "__init__.py").is_file() else base.with_suffix(".py")
+            if not origin.is_file():
+                raise ModuleNotFoundError(f"no module named '{name}' (nor {base}.py or {base}/__init__.py)",
+                                          name=name)
     if origin.name == "__init__.py":
         return sorted(origin.parent.rglob("*.py"))
     return [origin]

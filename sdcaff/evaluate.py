@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sdcaff import env, metrics, params, results, train
+from sdcaff import env, metrics, params, results
 from sdcaff.data import fingerprint
-from sdcaff.data.loader import Split, read_split
+from sdcaff.data.split_files import Split, read_split
 from sdcaff.errors import ManifestError, SdcaffError
 from sdcaff.files import atomic_path
+from sdcaff.units import RUNS_DIR, SELECTED_BY, Resolved, plan, read_resolved, split_path, unit_dir, unit_key
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def per_group(true: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict[st
     return out
 
 
-def summarise(config: train.Config, split: Split, units: list[Unit],
+def summarise(config: Resolved, split: Split, units: list[Unit],
               corpora: dict[str, dict] | None = None, speakers: pd.DataFrame | None = None) -> dict[str, Any]:
     """Returns the experiment's metrics record (percent): pooled and per-unit WA/UA, confusion, authors' maxima."""
     classes = split.classes
@@ -132,10 +133,10 @@ def summarise(config: train.Config, split: Split, units: list[Unit],
     rule = split.sidecar["selection"]
     record: dict[str, Any] = {
         "experiment": config.experiment,
-        "model": config.spec.model,
-        "variant": config.spec.variant,
-        "group": config.spec.group,
-        "protocol": config.spec.protocol,
+        "model": config.spec["model"],
+        "variant": config.spec["variant"],
+        "group": config.spec["group"],
+        "protocol": config.spec["protocol"],
         "train_corpus": split.sidecar["corpora"]["train"],
         "test_corpus": split.sidecar["corpora"]["test"],
         # Each corpus's fingerprint and status (synthetic, real and complete, real subset): the report puts
@@ -160,7 +161,7 @@ def summarise(config: train.Config, split: Split, units: list[Unit],
         # Pooled over every unit's test rows of the speaker (session); empty without a manifest to name them.
         "per_speaker": {}, "per_session": {},
         "selection": rule,
-        "selected_by": train.SELECTED_BY[rule],
+        "selected_by": SELECTED_BY[rule],
     }
     if speakers is not None:
         ids = pd.concat([u.predictions["utt_id"] for u in units], ignore_index=True)
@@ -234,7 +235,7 @@ def headline(record: dict) -> dict:
     return {**flat, "units": len(record["per_fold"])}
 
 
-def train_seconds(config: train.Config, units: list[Unit]) -> float:
+def train_seconds(config: Resolved, units: list[Unit]) -> float:
     """Returns the units' training wall time from their provenance records (0 for a unit without one)."""
     total = 0.0
     for unit in units:
@@ -251,10 +252,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", required=True, help="a key of params.yaml `experiments`")
 
 
-def upstreams(config: train.Config, features_dir: Path) -> dict[str, dict]:
+def upstreams(config: Resolved, features_dir: Path) -> dict[str, dict]:
     """Returns {feature set: upstream checkpoint identity} for the experiment's sets that ran an upstream."""
     found = {}
-    for name in dict.fromkeys((config.spec.features.train, config.spec.features.test)):
+    for name in dict.fromkeys((config.spec["features"]["train"], config.spec["features"]["test"])):
         path = features_dir / f"{name}.json"
         summary = results.read_json(path) if path.is_file() else {}
         identity = (summary.get("params") or {}).get("upstream_identity")
@@ -263,10 +264,10 @@ def upstreams(config: train.Config, features_dir: Path) -> dict[str, dict]:
     return found
 
 
-def not_run_record(config: train.Config) -> dict[str, Any]:
+def not_run_record(config: Resolved) -> dict[str, Any]:
     """Returns the metrics record of an experiment that could not run: who it is and why, no numbers."""
-    return {"experiment": config.experiment, "model": config.spec.model, "variant": config.spec.variant,
-            "group": config.spec.group, "protocol": config.spec.protocol, "profile": config.profile,
+    return {"experiment": config.experiment, "model": config.spec["model"], "variant": config.spec["variant"],
+            "group": config.spec["group"], "protocol": config.spec["protocol"], "profile": config.profile,
             "not_run": config.not_run}
 
 
@@ -285,22 +286,22 @@ def write_outputs(p: EvaluateParams, experiment: str, record: dict, predictions:
 def run(args: argparse.Namespace) -> int:
     """Returns 0 after writing the experiment's metrics JSON and its pooled predictions CSV."""
     p = params.load("evaluate", EvaluateParams)
-    config = train.load_config(args.experiment)
+    config = read_resolved(args.experiment)  # stage resolve's file: no model module, no torch
     if config.not_run is not None:
         record = not_run_record(config)
         write_outputs(p, config.experiment, record, pd.DataFrame(columns=list(PREDICTION_COLUMNS)))
         log.info("experiment %s: not run: %s; wrote its record to %s", config.experiment, config.not_run,
                  p.metrics_dir)
         return 0
-    split = read_split(train.split_path(config))
-    key = train.unit_key(config, split)
+    split = read_split(split_path(config.spec))
+    key = unit_key(config, split)
     units = []
-    for seed, fold in train.plan(config, split):
-        directory = train.unit_dir(config.experiment, seed, fold)
+    for seed, fold in plan(config, split):
+        directory = unit_dir(config.experiment, seed, fold)
         result, predictions = read_unit(directory, key, config.experiment, split.classes)
         units.append(Unit(seed, fold, result, predictions))
     log.info("read %d units (%d test predictions) of %s under %s", len(units),
-             sum(len(u.predictions) for u in units), config.experiment, train.RUNS_DIR / config.experiment)
+             sum(len(u.predictions) for u in units), config.experiment, RUNS_DIR / config.experiment)
     used = dict.fromkeys([split.sidecar["corpora"]["train"], split.sidecar["corpora"]["test"]])
     corpora = {name: fingerprint.describe(name, p.corpora_dir, p.manifest_dir) for name in used}
     speakers = read_speakers(Path(p.manifest_dir) / f"{split.sidecar['corpora']['test']}.csv")

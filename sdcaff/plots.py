@@ -23,10 +23,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from sdcaff.errors import SdcaffError  # noqa: E402
 from sdcaff.files import atomic_path  # noqa: E402
+from sdcaff.units import PRIMARY_GROUPS  # noqa: E402 (the experiments named after their protocol)
 
 log = logging.getLogger(__name__)
 
-PRIMARY_GROUPS = ("headline", "cross-corpus")  # the experiments named after their protocol
 COMPARISON_CONFUSIONS = ("cnn", "crnn", "lstm")  # the variants whose confusion matrices the authors published
 # Fixed look, set per figure rather than globally, so another module's rcParams never change our bytes.
 STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.9),

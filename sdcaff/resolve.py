@@ -13,37 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
-from sdcaff import params, train
+from sdcaff import params, train, units
 from sdcaff.errors import ParamsError
 from sdcaff.files import atomic_dir
 
 log = logging.getLogger(__name__)
 
-OUT_DIR = Path("artifacts/experiments")
-
-
-def resolved(config: train.Config) -> dict:
-    """Returns the experiment's whole resolved settings as plain data (which units run included).
-
-    Leaves out how the units are run (train.jobs, train.backend): switching a finished study to a cluster
-    or to more worker processes changes no result, so it must not make DVC rerun a stage.
-    """
-    train_settings = params.to_dict(config.train)
-    for key in ("jobs", "backend"):
-        del train_settings[key]
-    resolved = {
-        "experiment": config.experiment,
-        "profile": config.profile,
-        "spec": params.to_dict(config.spec),
-        "model_params": params.to_dict(config.model_params),
-        "train": train_settings,
-        "env": params.to_dict(config.env),
-    }
-    if config.not_run is not None:  # only then: every other experiment's file stays byte for byte as it was
-        resolved["not_run"] = config.not_run
-    return resolved
+OUT_DIR = units.EXPERIMENTS_DIR  # sdcaff evaluate reads them back (units.read)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     configs = [train.load_config(name) for name in names]  # every one checked before anything is written
     with atomic_dir(OUT_DIR) as tmp:
         for config in configs:
-            text = json.dumps(resolved(config), indent=2, sort_keys=True) + "\n"
-            (tmp / f"{config.experiment}.json").write_text(text, encoding="utf-8")
+            text = json.dumps(config.resolved().as_dict(), indent=2, sort_keys=True) + "\n"
+            (tmp / units.resolved_path(config.experiment).name).write_text(text, encoding="utf-8")
+        sources = json.dumps(units.params_sources(), indent=2, sort_keys=True) + "\n"
+        (tmp / units.SOURCES_FILE).write_text(sources, encoding="utf-8")
     log.info("resolved %d experiments (profile %s) into %s", len(configs), configs[0].profile, OUT_DIR)
     return 0

@@ -38,20 +38,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sdcaff import cluster, digest, env, metrics, params
+from sdcaff import cluster, env, metrics, params, units
 from sdcaff.data.loader import Features, Split, UtteranceDataset, load_features, make_loader, read_split
 from sdcaff.errors import ParamsError, SdcaffError
 from sdcaff.files import atomic_path
 from sdcaff.losses import LossParams, MultiTaskLoss, scale_center_grads
 from sdcaff.model import load_params
+from sdcaff.units import (FEATURES_DIR, PRIMARY_GROUPS, RUN_SETTINGS, RUNS_DIR, SDCAFF_MODEL, SELECTED_BY,  # noqa: F401
+                          SPLITS_DIR, TRAINING_CODE, Resolved, is_done, module_name, unit_dir)
 
 log = logging.getLogger(__name__)
 
-# Stage inputs and outputs, fixed by the contracts in docs/architecture.md.
-SPLITS_DIR = Path("artifacts/splits")
-FEATURES_DIR = Path("artifacts/features")
-RUNS_DIR = Path("artifacts/runs")
-
+# Where units, splits and features live, which groups train every seed, what a unit's key covers: sdcaff/units.py.
 # A model is a file: experiments.<exp>.model names its module by path from the repository root
 # (`sdcaff/model`, `baselines/ecapa.py`), which is also that experiment's only model dep in dvc.yaml.
 # The module has a frozen dataclass `Params` (its sizes) and `build(params) -> nn.Module` whose
@@ -59,21 +57,7 @@ RUNS_DIR = Path("artifacts/runs")
 # from the profile's `baselines.<path>` block (the `model` block for SD-CAFF), plus the keys of the
 # profile's `model` block the dataclass also has (n_classes, ...); experiments.<exp>.model_params
 # overrides both. Modules are imported on first use: SpeechBrain costs a process ~1 s and sets torch flags.
-SDCAFF_MODEL = "sdcaff/model"
-
-# The code a unit's numbers depend on besides its model's module. Each train stage in dvc.yaml lists
-# these files as deps (tests/test_dvc.py checks), and a unit's key covers their content.
 PROGRESS_EVERY_S = 30.0  # a progress line at least this often while a unit trains (and after its first batch)
-TRAINING_CODE = ("sdcaff.train", "sdcaff.data.loader", "sdcaff.metrics", "sdcaff.losses", "sdcaff.env")
-
-
-def module_name(model: str) -> str:
-    """Returns the dotted module name of a model path (`baselines/ecapa.py` -> `baselines.ecapa`)."""
-    path = PurePosixPath(model)
-    if path.is_absolute() or ".." in path.parts or not path.parts or path.suffix not in ("", ".py"):
-        raise ValueError(f"model '{model}' is not a module path from the repository root "
-                         f"(e.g. {SDCAFF_MODEL} or baselines/ecapa.py)")
-    return ".".join(path.with_suffix("").parts)
 
 
 def import_model(model: str) -> ModuleType:
@@ -109,15 +93,6 @@ def model_entry(model: str) -> tuple[type, Callable[[Any], nn.Module]]:
     if missing:
         raise ValueError(f"model module {module.__file__} lacks {' and '.join(missing)} (docs/adding-a-model.md)")
     return module.Params, module.build
-
-
-# Experiment groups that train every seed of the profile; the others train its first secondary_seeds.
-PRIMARY_GROUPS = ("headline", "cross-corpus")
-
-SELECTED_BY = {
-    "test_max": "the epoch of maximum test WA (authors' best_matrix); WA and UA maxima are also kept on their own",
-    "valid": "the epoch of maximum validation UA, ties broken by validation WA, then the earlier epoch",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,21 +169,17 @@ class Config:
     env: env.EnvParams
     not_run: str | None = None  # why the experiment cannot run here (not_run_reason), or None
 
+    def resolved(self) -> Resolved:
+        """Returns the settings as plain data, as stage resolve writes them (how the units run left out)."""
+        train = params.to_dict(self.train)
+        for key in RUN_SETTINGS:  # switching a finished study to a cluster or more workers changes no result
+            del train[key]
+        return Resolved(self.experiment, self.profile, params.to_dict(self.spec), params.to_dict(self.model_params),
+                        train, params.to_dict(self.env), self.not_run)
+
     def record(self) -> dict:
         """Returns the settings a unit's result depends on, as plain data (seeds and folds left out)."""
-        train = params.to_dict(self.train)
-        # Which units run, and how many at once, change no unit's result.
-        for key in ("seeds", "secondary_seeds", "secondary_folds", "jobs", "backend"):
-            del train[key]
-        return {
-            "profile": self.profile,
-            "protocol": self.spec.protocol,
-            "features": params.to_dict(self.spec.features),
-            "model": self.spec.model,
-            "model_params": params.to_dict(self.model_params),
-            "train": train,
-            "env": params.to_dict(self.env),
-        }
+        return self.resolved().record()
 
     def hash(self) -> str:
         """Returns a short hash of record(), the settings part of a unit's key (unit_key adds inputs and code)."""
@@ -306,59 +277,27 @@ def merge(base: dict, overrides: dict) -> dict:
 
 def split_path(config: Config) -> Path:
     """Returns the experiment's split CSV (its JSON sidecar lies beside it)."""
-    return SPLITS_DIR / f"{config.spec.protocol}.csv"
+    return units.split_path(params.to_dict(config.spec))
 
 
 def feature_paths(config: Config) -> list[Path]:
     """Returns the feature files the experiment reads (one, or two for cross-corpus)."""
-    sets = config.spec.features
-    return list(dict.fromkeys(FEATURES_DIR / f"{s}.pt" for s in (sets.train, sets.test)))
-
-
-def unit_dir(experiment: str, seed: int, fold: int, runs_dir: Path = RUNS_DIR) -> Path:
-    """Returns the directory one (seed, fold) unit writes, and only it."""
-    return runs_dir / experiment / f"seed_{seed}" / f"fold_{fold}"
+    return units.feature_paths(params.to_dict(config.spec))
 
 
 def plan(config: Config, split: Split) -> list[tuple[int, int]]:
     """Returns the experiment's (seed, fold) units, seeds outer, in the order they are listed."""
-    folds = list(range(int(split.sidecar["folds"])))
-    seeds = config.train.seeds
-    chosen, where = config.spec.folds, f"experiments.{config.experiment}.folds"
-    if config.spec.group not in PRIMARY_GROUPS:
-        seeds = seeds[: config.train.secondary_seeds]
-        if chosen is None and config.train.secondary_folds is not None:
-            # A protocol with fewer folds (cross-corpus: one) keeps the ones it has.
-            chosen, where = [f for f in config.train.secondary_folds if f in folds], "train.secondary_folds"
-    if chosen is not None:
-        unknown = sorted(set(chosen) - set(folds))
-        if unknown or not chosen:
-            what = f"{unknown} not among" if unknown else "none of"
-            raise ParamsError(f"{where}: {what} the folds {folds} of {split.csv_path}")
-        folds = [f for f in folds if f in chosen]
-    return [(seed, fold) for seed in seeds for fold in folds]
+    return units.plan(config.resolved(), split)
 
 
 def unit_key(config: Config, split: Split) -> dict:
     """Returns everything a unit's result depends on: settings, and the content of its inputs and code."""
-    inputs = [*feature_paths(config), split.csv_path, split.csv_path.with_suffix(".json")]
-    return {
-        "config": config.record(),
-        "inputs": {p.as_posix(): digest.file_md5(p) for p in inputs},
-        "code": digest.code_digest([*TRAINING_CODE, module_name(config.spec.model)]),  # import_model ran before
-        "versions": {"torch": str(torch.__version__), "numpy": np.__version__},
-    }
+    return units.unit_key(config.resolved(), split)  # load_config imported the model's module: its code is read
 
 
 def unit_hash(key: dict, options: Options) -> str:
     """Returns the hash a finished unit's `done` marker holds: its key plus the AMP/compile options."""
     return env.params_hash({"key": key, "amp": options.amp, "compile": options.compile})
-
-
-def is_done(directory: Path, expected_hash: str) -> bool:
-    """Returns whether the unit in `directory` finished under the same settings."""
-    done = directory / "done"
-    return done.is_file() and done.read_text(encoding="utf-8").strip() == expected_hash
 
 
 def autocast(options: Options):
@@ -746,8 +685,16 @@ def train_units(config: Config, split: Split, todo: list[tuple[int, int]], optio
         for seed, fold in todo:
             yield train_unit(config, split, features, seed, fold, options)
         return
-    # spawn, not fork: a forked child inherits the parent's OpenMP thread pool in an unusable state.
-    context = multiprocessing.get_context("spawn")
+    if options.device.type == "cpu" and "fork" in multiprocessing.get_all_start_methods():
+        # fork: the workers start with torch imported and the inputs read, here, once (copy-on-write pages),
+        # instead of each importing and reading them again (~4 s of a 5-unit stage, measured). A forked child
+        # inherits an OpenMP thread pool in an unusable state, so the parent creates none: its torch ops run
+        # on one thread (OpenMP then starts no pool); each unit sets its own count (env.configure).
+        torch.set_num_threads(1)
+        _worker_inputs(config.experiment)
+        context = multiprocessing.get_context("fork")
+    else:  # CUDA cannot be used in a forked child once the parent has touched it
+        context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     root = logging.getLogger()
     listener = logging.handlers.QueueListener(queue, *root.handlers, respect_handler_level=True)

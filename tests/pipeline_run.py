@@ -70,6 +70,7 @@ def run(workdir: Path, seed: int = SEED, threads: int = THREADS) -> Path:
             ["manifest", "--corpus", "iemocap"],
             ["splits"],
             ["features", "--set", "iemocap", "--device", "cpu"],
+            ["resolve"],
             *[[verb, "--experiment", exp] for exp in EXPERIMENTS for verb in ("train", "evaluate")],
         ):
             _call(argv)

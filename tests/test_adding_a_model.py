@@ -116,6 +116,7 @@ def test_the_worked_example_trains_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = train.load_config("gru")
     assert config.model_params.n_mfcc == fake_study.N_MFCC  # shared with the profile's model block
+    assert cli.main(["resolve"]) == 0
     assert cli.main(["train", "--experiment", "gru"]) == 0
     assert cli.main(["evaluate", "--experiment", "gru"]) == 0
     record = json.loads((tmp_path / "results/metrics/gru.json").read_text())

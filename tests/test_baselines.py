@@ -88,6 +88,7 @@ def test_baselines_train_and_evaluate_like_sdcaff(tmp_path, monkeypatch, model):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     config = train.load_config("base")
     assert config.spec.model == model and config.model_params.n_classes == 4
+    assert cli.main(["resolve"]) == 0
     assert cli.main(["train", "--experiment", "base"]) == 0
     assert cli.main(["evaluate", "--experiment", "base"]) == 0
     record = json.loads((tmp_path / "results/metrics/base.json").read_text())

@@ -124,7 +124,7 @@ def test_the_backend_changes_no_unit_key_and_no_resolved_setting(tmp_path):
         os.chdir(Path(__file__).parent.parent)
     assert (on_slurm.train.backend, here.train.backend) == ("slurm", "local")
     assert on_slurm.record() == here.record()
-    assert resolve.resolved(on_slurm) == resolve.resolved(here)
+    assert on_slurm.resolved() == here.resolved()
 
 
 @pytest.mark.reliability("interruption")

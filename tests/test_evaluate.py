@@ -1,11 +1,13 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import fake_study
-from sdcaff import cli, env, train
+from sdcaff import cli, env, units
 from sdcaff.data.loader import read_split
 from sdcaff.errors import SdcaffError
 from sdcaff.evaluate import Unit, summarise
@@ -43,10 +45,11 @@ def study(in_tmp):
     ids = fake_study.utt_ids("iemocap", 16)
     fake_study.write_features(in_tmp / "artifacts/features/iemocap.pt", ids)
     fake_study.write_split(in_tmp / "artifacts/splits", "random", fake_study.split_rows(ids, ids, 2, True), "test_max")
-    config = train.load_config("authors")
-    key = train.unit_key(config, read_split(train.split_path(config)))
+    assert cli.main(["resolve"]) == 0
+    config = units.read_resolved("authors")
+    key = units.unit_key(config, read_split(units.split_path(config.spec)))
     for fold, (true, pred, authors, last) in UNITS.items():
-        directory = train.unit_dir("authors", 7, fold)
+        directory = units.unit_dir("authors", 7, fold)
         directory.mkdir(parents=True)
         predictions(fold, 7, true, pred).to_csv(directory / "predictions.csv", index=False)
         (directory / "result.json").write_text(json.dumps(result(key, authors, last)))
@@ -108,7 +111,7 @@ def test_evaluate_writes_the_metrics_schema_and_pooled_predictions(study):
 @pytest.mark.reliability("interruption")
 def test_an_unfinished_unit_stops_evaluation(study, capsys):
     root, _ = study
-    (train.unit_dir("authors", 7, 1) / "done").unlink()
+    (units.unit_dir("authors", 7, 1) / "done").unlink()
     assert cli.main(["evaluate", "--experiment", "authors"]) == 1
     err = capsys.readouterr().err
     assert "fold_1: unit not finished; run `sdcaff train --experiment authors`" in err
@@ -119,12 +122,15 @@ def test_an_unfinished_unit_stops_evaluation(study, capsys):
 def test_units_trained_under_other_settings_are_refused(study, capsys):
     root, _ = study
     fake_study.write_params(root / "params.yaml", train={**fake_study.TINY_TRAIN, "lr": 1.0e-3})
+    assert cli.main(["evaluate", "--experiment", "authors"]) == 1  # the resolved settings are the old ones
+    assert "artifacts/experiments: resolved from other params than the current params.yaml" in capsys.readouterr().err
+    assert cli.main(["resolve"]) == 0
     assert cli.main(["evaluate", "--experiment", "authors"]) == 1
     assert "fold_0: unit was trained on other settings than the current ones" in capsys.readouterr().err
 
 
 def test_bad_prediction_labels_name_file_and_line(study, capsys):
-    path = train.unit_dir("authors", 7, 0) / "predictions.csv"
+    path = units.unit_dir("authors", 7, 0) / "predictions.csv"
     path.write_text(path.read_text().replace(",sad,", ",bored,"))
     assert cli.main(["evaluate", "--experiment", "authors"]) == 1
     assert f"{Path(path)}:4: true 'bored' is not one of" in capsys.readouterr().err
@@ -154,3 +160,16 @@ def test_per_speaker_and_per_session_scores_pool_each_speakers_test_rows(study):
     assert record["per_session"] == {"1": record["per_speaker"]["A"], "2": record["per_speaker"]["B"]}
     with pytest.raises(SdcaffError, match="'iemocap/u11' has no row in the manifest"):
         summarise(config, split, units, speakers=speakers.iloc[:5].set_index("utt_id"))
+
+
+def test_evaluate_starts_without_torch_or_any_model(study):
+    # A fresh interpreter runs the stage: the units' keys are checked from the resolved settings and the
+    # code's files, so neither torch nor the model's module (SpeechBrain for ECAPA) is imported.
+    root, _ = study
+    code = ("import sys\nfrom sdcaff import cli\nassert cli.main(['evaluate', '--experiment', 'authors']) == 0\n"
+            "print(','.join(sorted(m for m in sys.modules if m in ('torch', 'speechbrain', 'sklearn.manifold') "
+            "or m.startswith(('sdcaff.train', 'sdcaff.model', 'sdcaff.data.loader', 'baselines')))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
+    assert json.loads((root / "results/metrics/authors.json").read_text())["per_fold"]

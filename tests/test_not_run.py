@@ -55,6 +55,7 @@ def test_the_reason_comes_from_the_feature_set(study):
 def test_train_and_evaluate_skip_with_one_line_and_write_their_outputs(study, caplog):
     (study / "artifacts/runs/ssl/seed_7_fold_0").mkdir(parents=True)  # a unit of an earlier run with a checkpoint
     with caplog.at_level(logging.INFO):
+        assert cli.main(["resolve"]) == 0
         assert cli.main(["train", "--experiment", "ssl"]) == 0
         assert cli.main(["evaluate", "--experiment", "ssl"]) == 0
     said = [r.getMessage() for r in caplog.records if "not run" in r.getMessage()]

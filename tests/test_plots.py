@@ -78,6 +78,7 @@ def study(tmp_path_factory):
                                                                                                    index=False)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
+        assert cli.main(["resolve"]) == 0
         for verb in ("train", "evaluate"):
             assert cli.main([verb, "--experiment", "honest"]) == 0
     return root

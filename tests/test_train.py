@@ -44,6 +44,7 @@ def trained(tmp_path_factory):
     fake_study.write_study(root)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
+        assert cli.main(["resolve"]) == 0
         for verb in ("train", "evaluate"):
             for experiment in ("authors", "honest"):
                 assert cli.main([verb, "--experiment", experiment]) == 0
@@ -218,6 +219,7 @@ def test_changed_settings_retrain_a_done_unit(trained, tmp_path, monkeypatch):
     shutil.copytree(trained / "artifacts", tmp_path / "artifacts")
     fake_study.write_params(tmp_path / "params.yaml", train={**fake_study.TINY_TRAIN, "epochs": 1})
     monkeypatch.chdir(tmp_path)
+    assert cli.main(["resolve"]) == 0
     assert cli.main(["evaluate", "--experiment", "authors"]) == 1  # the units were trained for 3 epochs
     assert cli.main(["train", "--experiment", "authors", "--fold", "0"]) == 0
     assert len(pd.read_csv(unit(tmp_path, "authors") / "log.csv")) == 1
@@ -228,6 +230,7 @@ def test_cross_corpus_reads_two_feature_files(trained, tmp_path, monkeypatch):
     shutil.copytree(trained / "artifacts/splits", tmp_path / "artifacts/splits")
     fake_study.write_params(tmp_path / "params.yaml", train={**fake_study.TINY_TRAIN, "epochs": 1})
     monkeypatch.chdir(tmp_path)
+    assert cli.main(["resolve"]) == 0
     assert cli.main(["train", "--experiment", "cross"]) == 0
     assert cli.main(["evaluate", "--experiment", "cross"]) == 0
     metrics = json.loads((tmp_path / "results/metrics/cross.json").read_text())
@@ -389,6 +392,7 @@ def test_a_unit_whose_inputs_changed_is_refused_then_retrained_to_the_fresh_numb
     for name in ("artifacts/features", "artifacts/splits", "params.yaml"):
         (shutil.copytree if (stale / name).is_dir() else shutil.copy)(stale / name, clean / name)
     monkeypatch.chdir(clean)
+    assert cli.main(["resolve"]) == 0
     assert cli.main(["train", "--experiment", "honest"]) == 0
     assert cli.main(["evaluate", "--experiment", "honest"]) == 0
     for fold in (0, 1):
