@@ -47,7 +47,7 @@ class Settings:
     model: ModelParams  # params `profiles.<bench.profile>.model`
     train: TrainParams  # params `profiles.<bench.profile>.train`: optimiser and loss of the training step
     batch: int  # bench.batch_size, else the profile's train batch_size
-    feature_batch: int  # params features.batch_size: utterances per transform call in `sdcaff features`
+    feature_batch: int  # FeaturesParams.transform_batch: utterances per transform call of `sdcaff features` here
     shapes: str
     quick: bool
     device: torch.device
@@ -81,7 +81,8 @@ def load_settings(config: pytest.Config) -> Settings:
         train = bench.profile_train(p.profile)
         config.stash[SETTINGS_KEY] = Settings(
             params=p, model=model, train=train, batch=p.batch_size or train.batch_size,
-            feature_batch=params_module.load("features", FeaturesParams).batch_size, shapes=shapes, quick=quick,
+            feature_batch=params_module.load("features", FeaturesParams).transform_batch(env.device(env_params.device)),
+            shapes=shapes, quick=quick,
             device=env.device(env_params.device), heavy_rounds=p.quick_heavy_rounds if quick else p.heavy_rounds, load_average=load_average(),
         )
     return config.stash[SETTINGS_KEY]

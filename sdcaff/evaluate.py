@@ -227,8 +227,8 @@ def _rounded(value: Any) -> Any:
 
 def headline(record: dict) -> dict:
     """Returns the metrics a summary table shows, flat: both aggregations of WA and UA, the authors' maxima."""
-    if "not_run" in record:
-        return {"not_run": record["not_run"], "units": 0}
+    if results.NOT_RUN in record:
+        return {results.NOT_RUN: record[results.NOT_RUN], "units": 0}
     keys = {"wa_pooled": ("wa", "pooled"), "wa_fold_mean": ("wa", "fold_mean"), "ua_pooled": ("ua", "pooled"),
             "ua_fold_mean": ("ua", "fold_mean"), "authors_wa": ("authors", "wa"), "authors_ua": ("authors", "ua")}
     flat = {name: record[a][b] for name, (a, b) in keys.items() if a in record}
@@ -268,19 +268,21 @@ def not_run_record(config: Resolved) -> dict[str, Any]:
     """Returns the metrics record of an experiment that could not run: who it is and why, no numbers."""
     return {"experiment": config.experiment, "model": config.spec["model"], "variant": config.spec["variant"],
             "group": config.spec["group"], "protocol": config.spec["protocol"], "profile": config.profile,
-            "not_run": config.not_run}
+            results.NOT_RUN: config.not_run}
 
 
-def write_outputs(p: EvaluateParams, experiment: str, record: dict, predictions: pd.DataFrame) -> Path:
-    """Writes the metrics record, its headline and the pooled predictions, each atomically; returns the metrics path."""
+def write_outputs(p: EvaluateParams, experiment: str, record: dict, predictions: pd.DataFrame) -> tuple[Path, Path]:
+    """Writes the metrics record, its headline and the pooled predictions, each atomically; returns the
+    metrics and predictions paths."""
     metrics_path = Path(p.metrics_dir) / f"{experiment}.json"
     with atomic_path(metrics_path) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     with atomic_path(Path(p.headline_dir) / f"{experiment}.json") as tmp:
         tmp.write_text(json.dumps(headline(record), indent=2) + "\n", encoding="utf-8")
-    with atomic_path(Path(p.predictions_dir) / f"{experiment}.csv") as tmp:
+    predictions_path = Path(p.predictions_dir) / f"{experiment}.csv"
+    with atomic_path(predictions_path) as tmp:
         predictions.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
-    return metrics_path
+    return metrics_path, predictions_path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -314,8 +316,7 @@ def run(args: argparse.Namespace) -> int:
         named = speakers.reindex(pooled["utt_id"])
         pooled.insert(1, "speaker", named["speaker"].to_numpy())
         pooled.insert(2, "session", named["session"].to_numpy())
-    metrics_path = write_outputs(p, config.experiment, record, pooled)
-    predictions_path = Path(p.predictions_dir) / f"{config.experiment}.csv"
+    metrics_path, predictions_path = write_outputs(p, config.experiment, record, pooled)
     env.write_provenance(Path("evaluate") / config.experiment, metrics=metrics_path.as_posix(),
                          units=len(units), train_seconds=round(train_seconds(config, units), 3))
     log.info("wrote %s (WA pooled %.2f, UA fold mean %.2f over %d units) and %s (%d rows)", metrics_path,

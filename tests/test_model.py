@@ -81,13 +81,14 @@ def test_quick_branch_shapes(quick):
     with torch.no_grad():
         static_map, dynamic_map = model.branch_maps(static, dynamic)
         out = model(static, dynamic)
-    # One pool more than the paper (before conv 2): 3 x 15 maps, not 7 x 31.
+    # One pool more than the paper, and all four before the first four convs: 3 x 15 maps, not 7 x 31.
     assert static_map.shape == (2, 32, 3, 15) and static_shape(quick) == (32, 3, 15)
-    assert dynamic_map.shape == (2, 16, 1, 251)
+    assert dynamic_map.shape == (2, 16, 1, 125)  # the LSTM reads frame pairs (lstm_stride 2)
     assert out.fused.shape == (2, 48)
-    # Widths shrink and one pool is added; the same layers, input and fusion as the paper.
+    # Widths shrink, one pool is added; the same layers, input and fusion as the paper.
     paper = ModelParams()
-    assert quick.pool_before == (1, *paper.pool_before)
+    assert quick.pool_before == (0, 1, 2, 3) and len(quick.pool_before) == len(paper.pool_before) + 1
+    assert (quick.lstm_stride, paper.lstm_stride) == (2, 1)
     same = ("n_mfcc", "frames", "first_padding", "dyrelu", "lstm_input", "fusion", "branches")
     assert all(getattr(quick, f) == getattr(paper, f) for f in same)
     assert len(quick.cnn_channels) == len(paper.cnn_channels)
@@ -235,7 +236,7 @@ def test_cross_variants_feed_the_authors_slots(quick):
     # SS: a second CNN reshaped (32, 3, 15) -> (16, 3, 30); DD: an MFCC-only LSTM pooled to 32 channels.
     assert ss_maps[1].shape == (2, 16, 3, 30)
     torch.testing.assert_close(ss_maps[1], ss.second_cnn(static).reshape(2, 16, 3, 30))
-    assert dd_maps[0].shape == (2, 32, 1, 251)
+    assert dd_maps[0].shape == (2, 32, 1, 125)  # frame pairs, as the dynamic LSTM (lstm_stride 2)
     assert dd.second_lstm.lstm.input_size == 60 and dd.lstm.lstm.input_size == 180
     assert ss.lstm is None and dd.cnn is None
 
@@ -355,7 +356,7 @@ def test_model_info_prints_both_profiles(monkeypatch, capsys, quick):
     small = json.loads(capsys.readouterr().out)
     torch.manual_seed(0)
     assert small["profile"] == "quick" and small["params"] == count_parameters(build(quick))
-    assert small["static_out"] == [32, 3, 15] and small["dynamic_out"] == [16, 1, 251] and small["fused"] == 48
+    assert small["static_out"] == [32, 3, 15] and small["dynamic_out"] == [16, 1, 125] and small["fused"] == 48
 
 
 def test_model_info_defaults_to_the_params_profile_and_reports_errors(tmp_path, monkeypatch, capsys):
@@ -386,3 +387,16 @@ def test_training_steps_on_cuda_are_deterministic(quick):
         return torch.cat([t.detach().flatten() for t in model.parameters()]).cpu()
 
     torch.testing.assert_close(one_step(), one_step(), rtol=0, atol=0)
+
+
+def test_lstm_stride_reads_the_frames_averaged_in_groups(quick):
+    # Stride 2 = the same branch fed the mean of each frame pair, the odd last frame dropped.
+    torch.manual_seed(0)
+    strided = build(dataclasses.replace(quick, lstm_stride=2)).lstm.eval()
+    plain = build(dataclasses.replace(quick, lstm_stride=1)).lstm.eval()
+    plain.load_state_dict(strided.state_dict())
+    x = torch.randn(3, 251, 180)
+    pairs = x[:, :250].reshape(3, 125, 2, 180).mean(dim=2)
+    with torch.no_grad():
+        torch.testing.assert_close(strided(x), plain(pairs), rtol=1e-5, atol=1e-6)
+    assert ModelParams(lstm_stride=0).problems() == ["lstm_stride: must be 1..frames (251), got 0"]

@@ -312,7 +312,9 @@ def test_repo_experiments_resolve_under_both_profiles(tmp_path):
     # The paper profile trains the authors' settings, over 5 seeds (the authors' own first) for every experiment.
     assert dataclasses.replace(paper, seeds=(987654,), secondary_seeds=1) == train.TrainParams()
     assert len(paper.seeds) == 5 and paper.seeds[0] == 987654 and paper.secondary_seeds == 5
-    assert len(train.load_config("iemocap-authors", tmp_path / "quick.yaml").train.seeds) == 3
+    # The quick headline: 2 seeds x every fold, twice the 5 units of each secondary experiment.
+    quick = train.load_config("iemocap-authors", tmp_path / "quick.yaml").train
+    assert len(quick.seeds) == 2 and quick.secondary_seeds == 1 and quick.secondary_folds is None
     # Every variant the report lists runs under both IEMOCAP protocols.
     variants = {}
     for name, entry in data["experiments"].items():

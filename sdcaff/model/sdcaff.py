@@ -44,6 +44,9 @@ class ModelParams:
     lstm_hidden: int = 1024  # authors' code: one unidirectional layer
     lstm_dropout: float = 0.1  # authors' code: dropout on the LSTM outputs
     lstm_pooled: int = 64  # authors' code: AdaptiveAvgPool1d(64) over each frame's hidden state
+    # The LSTMs read the frames averaged in non-overlapping groups of this many (1 = every frame, the
+    # paper's); the fusions pool over time, so any length fits. A CPU budget knob of the quick profile.
+    lstm_stride: int = 1
     aff_inner: int = 32  # authors' code: inter_channels r of every AFF context
     fusion: Literal["cross_aff", "aff", "iaff", "concat", "add", "ss_cross", "dd_cross"] = "cross_aff"
     branches: Literal["both", "cnn", "lstm"] = "both"  # single branch: needs fusion concat (= pooling)
@@ -59,6 +62,8 @@ class ModelParams:
             found.append(f"pool_before: {list(self.pool_before)} names a conv outside 0..{len(self.cnn_channels) - 1}")
         if self.dyrelu and any(c < self.dyrelu_reduction for c in self.cnn_channels):
             found.append(f"cnn_channels: every width must be >= dyrelu_reduction ({self.dyrelu_reduction})")
+        if not 1 <= self.lstm_stride <= self.frames:
+            found.append(f"lstm_stride: must be 1..frames ({self.frames}), got {self.lstm_stride}")
         if len(self.lstm_input_weights) != 3:
             found.append("lstm_input_weights: needs 3 weights (mfcc, delta, delta_delta)")
         if self.branches != "both" and self.fusion != "concat":
@@ -134,14 +139,17 @@ class StaticBranch(nn.Module):
 class DynamicBranch(nn.Module):
     """The LSTM branch: one unidirectional LSTM, dropout, each frame's hidden state average-pooled."""
 
-    def __init__(self, input_size: int, hidden: int, dropout: float, pooled: int):
+    def __init__(self, input_size: int, hidden: int, dropout: float, pooled: int, stride: int = 1):
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden, num_layers=1, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.pooled = pooled
+        self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Returns the dynamic map: (B, T, F) -> (B, pooled, 1, T), channels x 1 x time."""
+        """Returns the dynamic map: (B, T, F) -> (B, pooled, 1, T // stride), channels x 1 x time."""
+        if self.stride > 1:  # frames averaged in groups of `stride`, a last incomplete group dropped
+            x = F.avg_pool1d(x.transpose(1, 2), self.stride).transpose(1, 2)
         out, _ = self.lstm(x)
         out = adaptive_average(self.dropout(out), self.pooled)
         return out.transpose(1, 2).unsqueeze(2)
@@ -159,10 +167,11 @@ class SDCAFF(nn.Module):
         # (authors' DD_CAFF). Dynamic slot: the LSTM, or for ss_cross a second CNN (authors' SS_CAFF).
         self.cnn = StaticBranch(p) if p.branches != "lstm" and p.fusion != "dd_cross" else None
         self.second_lstm = (
-            DynamicBranch(p.n_mfcc, p.lstm_hidden, p.lstm_dropout, static_channels) if p.fusion == "dd_cross" else None
+            DynamicBranch(p.n_mfcc, p.lstm_hidden, p.lstm_dropout, static_channels, p.lstm_stride)
+            if p.fusion == "dd_cross" else None
         )
         self.lstm = (
-            DynamicBranch(lstm_inputs, p.lstm_hidden, p.lstm_dropout, dynamic_channels)
+            DynamicBranch(lstm_inputs, p.lstm_hidden, p.lstm_dropout, dynamic_channels, p.lstm_stride)
             if p.branches != "cnn" and p.fusion != "ss_cross"
             else None
         )
