@@ -45,7 +45,11 @@ MANIFEST_COLUMNS = ("utt_id", "corpus", "path", "label", "sample_rate", "num_sam
 MFCC_KEYS = ("sample_rate", "n_mfcc", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "pad_mode",
              "top_db")
 # Keys of kind ssl only: left out of the other kinds' saved settings, so their files keep their bytes (and md5s).
-SSL_KEYS = ("upstream", "upstream_revision", "ssl_input", "ssl_max_batch_seconds", "amp")
+SSL_KEYS = ("upstream", "upstream_revision", "ssl_input", "ssl_max_batch_seconds", "amp", "ssl_cache", "ssl_layers",
+            "ssl_frames_max_gb")
+# Keys a feature set may give per profile, {profile: value}: the quick profile a Base model, the paper profile
+# the Large ones the literature reports (docs/ssl.md). The chosen value is what the set's file records.
+PER_PROFILE_KEYS = ("upstream", "upstream_revision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +76,11 @@ class FeaturesParams:
     ssl_input: Literal["clip", "whole"] = "whole"  # whole utterance after silence removal (the literature), or 6 s clip
     ssl_max_batch_seconds: float | None = None  # most padded audio per batch (B x longest); null = batch_size only
     amp: bool = True  # bf16 autocast for the upstream on CUDA; a CPU always runs float32
+    # What the file caches: every kept hidden state mean-pooled over valid frames, (N, L', D), or frame by frame,
+    # (N, L' x D, T) zero-padded, with the valid-frame mask (N, 1, T) in the delta slot (docs/ssl.md).
+    ssl_cache: Literal["pooled", "frames"] = "pooled"
+    ssl_layers: list[int] | None = None  # hidden states kept: 0 = the embedding output, i = layer i; null = all
+    ssl_frames_max_gb: float = 8.0  # ssl_cache frames: refuse a file larger than this (GiB), before running
     # The MFCC and delta settings; defaults and their sources are in sdcaff/mfcc.py.
     sample_rate: int = SAMPLE_RATE
     n_mfcc: int = N_MFCC
@@ -120,6 +129,7 @@ def load_params(name: str, path: str | Path | None = None) -> tuple[FeaturesPara
         raise ParamsError(f"{where}: 'feature_sets.{name}' must be a mapping, got {entry!r}")
     own = {k: v for k, v in entry.items() if k in ("corpus", "labels")}
     feature_set = params_module.build(FeatureSet, own, path, lines, key)
+    entry = choose_per_profile(entry, path)
     hints = typing.get_type_hints(FeaturesParams)
     overrides = {}
     for field, value in entry.items():
@@ -138,6 +148,16 @@ def load_params(name: str, path: str | Path | None = None) -> tuple[FeaturesPara
     return merged, feature_set
 
 
+def choose_per_profile(entry: dict, path: Path) -> dict:
+    """Returns the set's entry with each PER_PROFILE_KEYS mapping {profile: value} replaced by the value of the
+    profile in use (None when it names none: the set is then not configured for that profile)."""
+    chosen = dict(entry)
+    for field in PER_PROFILE_KEYS:
+        if isinstance(entry.get(field), dict):
+            chosen[field] = params_module.per_profile(entry[field], params_module.profile_name(path))
+    return chosen
+
+
 def _check(p: FeaturesParams) -> tuple[str, str] | None:
     """Returns (key, message) for the first setting the DSP cannot run with, or None."""
     positive = ("clip_seconds", "batch_size", "cpu_batch_size", "sample_rate", "n_mfcc", "n_fft", "win_length",
@@ -148,6 +168,12 @@ def _check(p: FeaturesParams) -> tuple[str, str] | None:
     if p.ssl_max_batch_seconds is not None and p.ssl_max_batch_seconds <= 0:
         return "ssl_max_batch_seconds", (f"'ssl_max_batch_seconds' must be positive or null, "
                                          f"got {p.ssl_max_batch_seconds}")
+    if p.ssl_frames_max_gb <= 0:
+        return "ssl_frames_max_gb", f"'ssl_frames_max_gb' must be positive, got {p.ssl_frames_max_gb}"
+    if p.ssl_layers is not None and (not p.ssl_layers or min(p.ssl_layers) < 0
+                                     or len(set(p.ssl_layers)) != len(p.ssl_layers)):
+        return "ssl_layers", (f"'ssl_layers' must be distinct hidden-state indices (0 = the embedding output) "
+                              f"or null, got {p.ssl_layers}")
     if p.win_length > p.n_fft:
         return "win_length", f"'win_length' {p.win_length} exceeds n_fft {p.n_fft}"
     if p.n_mfcc > p.n_mels:
@@ -252,18 +278,46 @@ def compute(rows: pd.DataFrame, manifest: Path, p: FeaturesParams, device: torch
 
 
 def compute_ssl(rows: pd.DataFrame, manifest: Path, p: FeaturesParams, upstream: Upstream) -> dict[str, torch.Tensor]:
-    """Returns mfcc = the upstream's pooled hidden states (N, L+1, D) float32, empty delta slots (N, 0, D) and
-    speech_samples (N,) int64 for `rows`: the whole utterances after silence removal, or their 6 s clips."""
+    """Returns the upstream's hidden states for `rows` (whole utterances after silence removal, or their 6 s
+    clips) as the loader's three tensors and speech_samples (N,) int64. ssl_cache pooled: mfcc = (N, L', D)
+    mean-pooled, empty delta slots (N, 0, D). ssl_cache frames: mfcc = (N, L' x D, T) frame by frame, layer
+    after layer, zero beyond each utterance's valid frames; delta = the valid-frame mask (N, 1, T); delta_delta
+    empty (N, 0, T)."""
     waves = []
     speech = torch.empty(len(rows), dtype=torch.int64)
     for i in tqdm(range(len(rows)), unit="utt", desc="audio", disable=None):
         wave = read_speech(rows.iloc[i], manifest, p)
         speech[i] = len(wave)
         waves.append(fix_length(wave, p.clip_samples) if p.ssl_input == "clip" else wave)
-    pooled = upstream.encode(waves, p.batch_size, p.ssl_max_batch_seconds, desc="upstream")
-    # The loader's contract keeps three tensors: the delta slots stay empty, as for kind fbank.
-    empty = (len(rows), 0, pooled.shape[2])
-    return {"mfcc": pooled, "delta": torch.zeros(empty), "delta_delta": torch.zeros(empty), "speech_samples": speech}
+    frame_level = p.ssl_cache == "frames"
+    if frame_level:
+        counts = upstream.frame_counts(waves)
+        check_frames_size(len(waves), len(p.ssl_layers or range(upstream.hidden_layers + 1)),
+                          upstream.hidden_size, int(counts.max()), p.ssl_frames_max_gb)
+    hidden = upstream.encode(waves, p.batch_size, p.ssl_max_batch_seconds, desc="upstream", layers=p.ssl_layers,
+                             frame_level=frame_level)
+    n = len(rows)
+    if not frame_level:
+        # The loader's contract keeps three tensors: the delta slots stay empty, as for kind fbank.
+        empty = (n, 0, hidden.shape[2])
+        return {"mfcc": hidden, "delta": torch.zeros(empty), "delta_delta": torch.zeros(empty), "speech_samples": speech}
+    frames = hidden.shape[3]
+    mask = (torch.arange(frames)[None, :] < counts[:, None]).float()[:, None, :]
+    return {"mfcc": hidden.reshape(n, -1, frames), "delta": mask, "delta_delta": torch.zeros(n, 0, frames),
+            "speech_samples": speech}
+
+
+def check_frames_size(utterances: int, layers: int, dim: int, frames: int, max_gb: float) -> None:
+    """Raises ParamsError, before the upstream runs, when a frame-level cache of this size exceeds max_gb GiB."""
+    # The file holds the tensor once; building it and saving it hold it about twice.
+    gib = utterances * layers * dim * frames * 4 / 2**30
+    log.info("frame-level cache: %d utterances x %d hidden states x %d x %d frames = %.2f GiB", utterances, layers,
+             dim, frames, gib)
+    if gib > max_gb:
+        raise ParamsError(f"{params_module.params_path()}: a frame-level cache of {utterances} utterances x {layers} "
+                          f"hidden states x {dim} x {frames} frames (the longest) is {gib:.1f} GiB, above "
+                          f"ssl_frames_max_gb {max_gb}: keep fewer layers (ssl_layers), use 6 s clips "
+                          f"(ssl_input: clip), pool (ssl_cache: pooled), or raise the limit")
 
 
 def load_upstream(p: FeaturesParams, set_name: str, device: torch.device) -> Upstream:
@@ -276,6 +330,10 @@ def load_upstream(p: FeaturesParams, set_name: str, device: torch.device) -> Ups
         upstream = upstream_module.load(p.upstream, p.upstream_revision, device, amp=p.amp)
     except (OSError, ValueError) as exc:
         raise ParamsError(f"{where}: cannot load the checkpoint: {exc}") from exc
+    try:
+        upstream.check_layers(p.ssl_layers)
+    except ValueError as exc:
+        raise ParamsError(f"{params_module.params_path()}: feature_sets.{set_name}.ssl_layers: {exc}") from exc
     if upstream.sample_rate != p.sample_rate:
         raise ParamsError(f"{where}: the upstream takes {upstream.sample_rate} Hz audio, 'sample_rate' is "
                           f"{p.sample_rate}")
@@ -302,9 +360,19 @@ def settings_of(p: FeaturesParams, feature_set: FeatureSet) -> dict:
     return settings
 
 
-def not_run(set_name: str, p: FeaturesParams, feature_set: FeatureSet, pt_path: Path, json_path: Path) -> int:
-    """Returns 0 after writing an empty tensor file and summary that say why kind ssl did not run."""
-    reason = f"no upstream checkpoint configured (feature_sets.{set_name}.upstream)"
+def not_run_reason(set_name: str, path: Path | None = None) -> str | None:
+    """Returns why feature set `set_name` cannot run with the profile in use (kind ssl with no upstream), or None."""
+    path = Path(path) if path is not None else params_module.params_path()
+    data, _ = params_module.read(path)
+    entry = {**(data.get("features") or {}), **((data.get("feature_sets") or {}).get(set_name) or {})}
+    # The profile matters only to an upstream chosen per profile (a params file may have no profiles).
+    profile = params_module.profile_name(path) if isinstance(entry.get("upstream"), dict) else ""
+    return params_module.no_upstream_reason(set_name, entry, profile)
+
+
+def not_run(set_name: str, reason: str, p: FeaturesParams, feature_set: FeatureSet, pt_path: Path,
+            json_path: Path) -> int:
+    """Returns 0 after writing an empty tensor file and summary that say why kind ssl did not run (`reason`)."""
     settings = {**settings_of(p, feature_set), "upstream_identity": None}
     empty = torch.zeros(0, 0, 0)
     # DVC needs both outputs; the loader refuses a file holding `not_run`, naming it and the reason.
@@ -338,8 +406,9 @@ def run(args: argparse.Namespace) -> int:
     stale = remove_stale_temporaries(pt_path, json_path)
     if stale:
         log.info("removed %d temporary file(s) a killed run left: %s", len(stale), ", ".join(map(str, stale)))
-    if p.kind == "ssl" and p.upstream is None:
-        return not_run(args.set_name, p, feature_set, pt_path, json_path)
+    reason = not_run_reason(args.set_name)
+    if reason:
+        return not_run(args.set_name, reason, p, feature_set, pt_path, json_path)
     manifest = Path(p.manifest_dir) / f"{feature_set.corpus}.csv"
     rows = read_manifest(manifest, feature_set.corpus, feature_set.labels)
     if rows.empty:

@@ -187,3 +187,23 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def per_profile(value: Any, profile: str) -> Any:
+    """Returns value[profile] when `value` is chosen per profile ({profile: value}), else `value` itself; a
+    mapping without the profile gives None (the caller says what is missing)."""
+    return value.get(profile) if isinstance(value, dict) else value
+
+
+def no_upstream_reason(set_name: str, entry: dict, profile: str) -> str | None:
+    """Returns why a feature set of kind ssl cannot run with profile `profile` (no upstream checkpoint named for
+    it), in the words train, evaluate, features and the report print; None when it can, or is no ssl set.
+    `entry` is the set's merged settings (the `features` section under feature_sets.<set_name>)."""
+    if entry.get("kind") != "ssl":
+        return None
+    upstream = entry.get("upstream")
+    if per_profile(upstream, profile):
+        return None
+    if isinstance(upstream, dict):
+        return f"no upstream checkpoint configured for profile {profile} (feature_sets.{set_name}.upstream.{profile})"
+    return f"no upstream checkpoint configured (feature_sets.{set_name}.upstream)"

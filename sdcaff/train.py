@@ -246,21 +246,22 @@ def load_config(experiment: str, path: str | Path | None = None) -> Config:
                           f"got {env_params.threads}")
     # A unit's numbers depend on its thread count, so its share of the pinned threads is one of its settings.
     env_params = dataclasses.replace(env_params, threads=max(1, env_params.threads // train.jobs))
-    return Config(experiment, profile, spec, model_params, train, env_params, not_run_reason(data, spec))
+    return Config(experiment, profile, spec, model_params, train, env_params, not_run_reason(data, spec, profile))
 
 
-def not_run_reason(data: dict, spec: Experiment) -> str | None:
+def not_run_reason(data: dict, spec: Experiment, profile: str) -> str | None:
     """Returns why the experiment cannot run with these params, in words, or None when it can.
 
     A feature set of kind `ssl` needs an upstream checkpoint, which the default study never downloads: with
-    none configured its experiments are skipped (train and evaluate say so, the report lists them).
+    none configured (for this profile) its experiments are skipped (train and evaluate say so, the report
+    lists them).
     """
     defaults = data.get("features") or {}
     sets = data.get("feature_sets") or {}
     for name in dict.fromkeys((spec.features.train, spec.features.test)):
-        merged = {**defaults, **(sets.get(name) or {})}
-        if merged.get("kind") == "ssl" and not merged.get("upstream"):
-            return f"no upstream checkpoint configured (feature_sets.{name}.upstream)"
+        reason = params.no_upstream_reason(name, {**defaults, **(sets.get(name) or {})}, profile)
+        if reason:
+            return reason
     return None
 
 
@@ -669,10 +670,13 @@ def check_inputs(config: Config, split: Split, features: Features) -> None:
         raise SdcaffError(f"{', '.join(map(str, features.paths))}: features are {got[0]} x {got[1]}, "
                           f"the model expects n_mfcc x frames = {expected[0]} x {expected[1]}")
     pooled = (getattr(config.model_params, "layers", None), getattr(config.model_params, "dim", None))
-    if None not in pooled and got != pooled:  # an upstream's pooled layers: another checkpoint than the head's sizes
-        raise SdcaffError(f"{', '.join(map(str, features.paths))}: features are {got[0]} layers x {got[1]} dims, "
-                          f"the head expects layers x dim = {pooled[0]} x {pooled[1]}; set them in "
-                          f"profiles.<profile>.baselines.{config.spec.model} to match the upstream (docs/ssl.md)")
+    # An upstream's hidden states, pooled (layers, dim) or frame by frame (layers x dim, frames): another
+    # checkpoint, or other ssl_layers, than the head's sizes.
+    if None not in pooled and got != pooled and got[0] != pooled[0] * pooled[1]:
+        raise SdcaffError(f"{', '.join(map(str, features.paths))}: features are {got[0]} x {got[1]}, the head "
+                          f"expects layers x dim = {pooled[0]} x {pooled[1]} (pooled) or {pooled[0] * pooled[1]} "
+                          f"x frames (frame level); set them in profiles.<profile>.baselines.{config.spec.model} "
+                          f"to match the upstream and ssl_layers (docs/ssl.md)")
 
 
 def train_units(config: Config, split: Split, todo: list[tuple[int, int]], options: Options,

@@ -1,5 +1,6 @@
 """A frozen self-supervised upstream (wav2vec 2.0, HuBERT, WavLM, Whisper's encoder): waveforms -> every hidden
-state mean-pooled over the utterance's valid frames, (B, L+1, D)."""
+state (or a chosen few) mean-pooled over the utterance's valid frames, (B, L+1, D), or frame by frame with the
+padding zeroed, (B, L+1, T, D)."""
 
 from __future__ import annotations
 
@@ -114,34 +115,79 @@ class Upstream:
             extra["attention_mask"] = (torch.arange(batch.shape[1]) < lengths[:, None]).long().to(self.device)
         return batch.to(self.device), self.valid_frames(lengths), extra
 
-    def pooled_hidden_states(self, waves: list[np.ndarray]) -> torch.Tensor:
-        """Returns every hidden state mean-pooled over valid frames: waves B x (samples,) -> (B, L+1, D) float32 CPU."""
+    def run_model(self, waves: list[np.ndarray], layers: Sequence[int] | None) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Returns the hidden states `layers` (indices into embedding output + layers; None = all), each (B, T, D) on
+        the device, each utterance's valid frames (B,) and the valid-frame mask (B, T, 1) float32."""
         batch, frames, extra = self.inputs(waves)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             hidden = self.model(batch, output_hidden_states=True, **extra).hidden_states
+        if layers is not None:
+            hidden = [hidden[i] for i in layers]
         frames = frames.to(self.device)
         mask = (torch.arange(hidden[0].shape[1], device=self.device) < frames[:, None]).float()[..., None]
+        return list(hidden), frames, mask
+
+    def hidden_states(self, waves: list[np.ndarray], layers: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the hidden states `layers` (None = all) frame by frame, zero beyond each utterance's valid frames,
+        (B, L', T, D) float32 CPU, and the valid frames (B,) int64."""
+        hidden, frames, mask = self.run_model(waves, layers)
+        return torch.stack([(h.float() * mask).cpu() for h in hidden], 1), frames.cpu()
+
+    def pooled_hidden_states(self, waves: list[np.ndarray], layers: Sequence[int] | None = None) -> torch.Tensor:
+        """Returns the hidden states `layers` (None = all) mean-pooled over valid frames: (B, L', D) float32 CPU."""
+        hidden, frames, mask = self.run_model(waves, layers)
         pooled = [(h.float() * mask).sum(1) / frames[:, None] for h in hidden]
         return torch.stack(pooled, 1).cpu()
 
+    def check_layers(self, layers: Sequence[int] | None) -> list[int]:
+        """Returns `layers` as a list of hidden-state indices (None = all L + 1); raises ValueError for one out of range."""
+        count = self.hidden_layers + 1
+        if layers is None:
+            return list(range(count))
+        wrong = [i for i in layers if not 0 <= i < count]
+        if wrong or not layers or len(set(layers)) != len(layers):
+            raise ValueError(f"layers {list(layers)} must be distinct hidden-state indices in 0..{count - 1} "
+                             f"(0 = the embedding output, {count - 1} = the last of {self.hidden_layers} layers)")
+        return list(layers)
+
+    def frame_counts(self, waves: Sequence[np.ndarray]) -> torch.Tensor:
+        """Returns each wave's valid frames (N,) int64, as hidden_states() will count them, without running the model."""
+        lengths = torch.tensor([len(w) if self.whisper else self.padded_samples(len(w)) for w in waves])
+        return self.valid_frames(lengths).cpu()
+
     def encode(self, waves: Sequence[np.ndarray], batch_size: int, max_batch_seconds: float | None = None,
-               desc: str = "upstream") -> torch.Tensor:
-        """Returns pooled_hidden_states of every wave, batched by length, in the order given: (N, L+1, D) float32."""
+               desc: str = "upstream", layers: Sequence[int] | None = None,
+               frame_level: bool = False) -> torch.Tensor:
+        """Returns every wave's hidden states `layers` (None = all), batched by length, in the order given:
+        mean-pooled (N, L', D), or with `frame_level` channels first, (N, L', D, T), padded with zeros to the
+        longest utterance's T valid frames (frame_counts() says each one's), float32."""
         n = len(waves)
+        layers = self.check_layers(layers)
         cut = sum(len(w) > self.feature_extractor.n_samples for w in waves) if self.whisper else 0
         if cut:
             log.warning("%s: %d of %d utterances are longer than 30 s: Whisper's encoder sees their first 30 s",
                         desc, cut, n)
         max_samples = None if max_batch_seconds is None else int(max_batch_seconds * self.sample_rate)
         batches = length_batches([self.padded_samples(len(w)) for w in waves], batch_size, max_samples)
-        out = torch.empty(n, self.hidden_layers + 1, self.hidden_size)
+        if frame_level:
+            longest = int(self.frame_counts(waves).max()) if n else 0
+            out = torch.zeros(n, len(layers), self.hidden_size, longest)
+        else:
+            out = torch.empty(n, len(layers), self.hidden_size)
         total_seconds = sum(len(w) for w in waves) / self.sample_rate
         progress = Progress(desc, n, total_seconds)
         with tqdm(total=n, unit="utt", desc=desc, disable=None) as bar:
             for indices in batches:
-                out[indices] = self.pooled_hidden_states([waves[i] for i in indices])
+                batch = [waves[i] for i in indices]
+                if frame_level:
+                    hidden, frames = self.hidden_states(batch, layers)
+                    for row, i in enumerate(indices):
+                        valid = int(frames[row])
+                        out[i, :, :, :valid] = hidden[row, :, :valid].transpose(1, 2)
+                else:
+                    out[indices] = self.pooled_hidden_states(batch, layers)
                 bar.update(len(indices))
-                progress(len(indices), sum(len(waves[i]) for i in indices) / self.sample_rate)
+                progress(len(indices), sum(len(w) for w in batch) / self.sample_rate)
         return out
 
 

@@ -262,3 +262,96 @@ def test_unloadable_checkpoint_names_the_setting_and_writes_nothing(stage, capsy
     assert cli.main(["features", "--set", "tiny-ssl"]) == 1
     assert "params.yaml: feature_sets.tiny-ssl.upstream = " in capsys.readouterr().err
     assert not (stage / "artifacts/features/tiny-ssl.pt").exists()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_frame_level_hidden_states_are_zero_padded_and_pool_to_the_pooled_ones(upstreams, name):
+    up = upstreams[name]
+    given = waves(0.3, 1.0, 0.6, seed=3)
+    frames = up.encode(given, batch_size=2, frame_level=True)
+    counts = up.frame_counts(given)
+    assert frames.shape == (3, LAYERS + 1, WIDTH, int(counts.max())) and frames.dtype == torch.float32
+    pooled = up.encode(given, batch_size=2)
+    for i, valid in enumerate(counts.tolist()):
+        assert frames[i, :, :, valid:].abs().max() == 0 if valid < frames.shape[3] else True
+        assert frames[i, :, :, :valid].abs().sum(1).min() > 0  # every valid frame holds a vector
+        torch.testing.assert_close(frames[i, :, :, :valid].mean(2), pooled[i], atol=1e-5, rtol=1e-4)
+
+
+def test_ssl_layers_keep_the_chosen_hidden_states(upstreams):
+    up = upstreams["hubert"]
+    given = waves(0.4, 0.7)
+    every = up.encode(given, batch_size=2)
+    torch.testing.assert_close(up.encode(given, batch_size=2, layers=[2, 0]), every[:, [2, 0]])
+    assert up.encode(given, batch_size=1, layers=[1], frame_level=True).shape[1] == 1
+    for wrong in ([3], [-1], [], [1, 1]):
+        with pytest.raises(ValueError, match="0..2"):
+            up.check_layers(wrong)
+
+
+def test_stage_writes_frame_level_layers_with_their_mask(stage, checkpoints, upstreams):
+    (stage / "params.yaml").write_text(PARAMS + f"    upstream: {checkpoints['wavlm']}\n    ssl_cache: frames\n"
+                                       f"    ssl_layers: [0, 2]\n")
+    assert cli.main(["features", "--set", "tiny-ssl"]) == 0
+    payload = torch.load(stage / "artifacts/features/tiny-ssl.pt")
+    mfcc, mask = payload["mfcc"], payload["delta"]
+    frames = mfcc.shape[2]
+    assert mfcc.shape == (3, 2 * WIDTH, frames) and mask.shape == (3, 1, frames)
+    assert payload["delta_delta"].shape == (3, 0, frames)
+    assert payload["params"]["ssl_cache"] == "frames" and payload["params"]["ssl_layers"] == [0, 2]
+    p, _ = features.load_params("tiny-ssl")
+    rows = features.read_manifest(stage / "artifacts/manifest/iemocap.csv", "iemocap", ["neu", "ang", "exc"])
+    waves_read = [features.read_speech(rows.iloc[i], stage / "artifacts/manifest/iemocap.csv", p) for i in range(3)]
+    counts = upstreams["wavlm"].frame_counts(waves_read)
+    assert mask.sum((1, 2)).long().tolist() == counts.tolist() and int(counts.max()) == frames
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    # Layer after layer: rows 0-31 hidden state 0, rows 32-63 hidden state 2; pooled over the mask, the vectors.
+    expected = upstreams["wavlm"].pooled_hidden_states([waves_read[0]], layers=[0, 2])[0]
+    valid = int(counts[0])
+    got = mfcc[0, :, :valid].reshape(2, WIDTH, valid).mean(2)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    loaded = load_features([stage / "artifacts/features/tiny-ssl.pt"])
+    assert loaded.mfcc.shape == (3, 2 * WIDTH, frames) and loaded.delta.shape == (3, 1, frames)
+
+
+def test_a_frame_level_cache_above_its_limit_is_refused_before_the_upstream_runs(stage, checkpoints, capsys):
+    (stage / "params.yaml").write_text(PARAMS + f"    upstream: {checkpoints['wavlm']}\n    ssl_cache: frames\n"
+                                       f"    ssl_frames_max_gb: 1.0e-6\n")
+    assert cli.main(["features", "--set", "tiny-ssl"]) == 1
+    err = capsys.readouterr().err
+    assert "a frame-level cache of 3 utterances x 3 hidden states x 32 x" in err and "ssl_frames_max_gb" in err
+    assert not (stage / "artifacts/features/tiny-ssl.pt").exists()
+    assert not (stage / "results/features/tiny-ssl.json").exists()
+
+
+def test_out_of_range_ssl_layers_name_the_setting(stage, checkpoints, capsys):
+    (stage / "params.yaml").write_text(PARAMS + f"    upstream: {checkpoints['wavlm']}\n    ssl_layers: [0, 5]\n")
+    assert cli.main(["features", "--set", "tiny-ssl"]) == 1
+    assert "feature_sets.tiny-ssl.ssl_layers: layers [0, 5] must be distinct hidden-state indices in 0..2" in \
+        capsys.readouterr().err
+    assert not (stage / "artifacts/features/tiny-ssl.pt").exists()
+
+
+PROFILES = """\
+profiles:
+  quick: {}
+  paper: {}
+"""
+
+
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_the_upstream_is_chosen_per_profile(stage, checkpoints, upstreams, profile, caplog):
+    (stage / "params.yaml").write_text(PARAMS + f"    upstream:\n      quick: {checkpoints['wavlm']}\n"
+                                       f"      paper: null\n" + PROFILES)
+    (stage / "profile.yaml").write_text(f"profile: {profile}\n")
+    with caplog.at_level(logging.INFO):
+        assert cli.main(["features", "--set", "tiny-ssl"]) == 0
+    payload = torch.load(stage / "artifacts/features/tiny-ssl.pt")
+    if profile == "quick":
+        assert payload["params"]["upstream"] == str(checkpoints["wavlm"])
+        assert payload["params"]["upstream_identity"] == upstreams["wavlm"].identity()
+        assert payload["mfcc"].shape == (3, LAYERS + 1, WIDTH)
+    else:
+        reason = "no upstream checkpoint configured for profile paper (feature_sets.tiny-ssl.upstream.paper)"
+        assert payload["not_run"] == reason
+        assert f"feature set tiny-ssl: not run: {reason}" in caplog.text

@@ -94,9 +94,9 @@ def test_a_wrong_layer_count_or_width_is_refused_naming_both_numbers():
     model = ssl.build(SMALL)
     with pytest.raises(ValueError, match=r"features hold 25 hidden states .* configured for layers 5"):
         model(*batch(layers=25))
-    with pytest.raises(ValueError, match=r"\(B, 1, 5, 16\), got \(6, 1, 5, 12\)"):
+    with pytest.raises(ValueError, match=r"\(B, 1, 5, 16\) or frames .*\(B, 1, 80, T\), got \(6, 1, 5, 12\)"):
         model(*batch(dim=12))
-    with pytest.raises(ValueError, match=r"\(B, 1, 5, 16\), got \(6, 5, 16\)"):
+    with pytest.raises(ValueError, match=r"\(B, 1, 5, 16\) or frames .*, got \(6, 5, 16\)"):
         model(torch.randn(6, LAYERS, DIM), None)
 
 
@@ -108,16 +108,26 @@ def test_inconsistent_params_are_refused():
     assert ssl.Params is ssl.SslHeadParams and ssl.SslHeadParams().problems() == []
 
 
-def write_ssl_features(path, ids: list[str], seed: int = 0) -> None:
-    """Writes an `ssl` feature file: mfcc (N, LAYERS, DIM) pooled hidden states, empty deltas (N, 0, DIM)."""
+def write_ssl_features(path, ids: list[str], seed: int = 0, frames: int | None = None) -> None:
+    """Writes an `ssl` feature file: mfcc (N, LAYERS, DIM) pooled hidden states, empty deltas (N, 0, DIM); or
+    with `frames`, as ssl_cache frames does: mfcc (N, LAYERS x DIM, frames) zero-padded, mask (N, 1, frames)."""
     gen = torch.Generator().manual_seed(seed)
     n = len(ids)
-    hidden = torch.randn(n, LAYERS, DIM, generator=gen)
-    # Separable in one hidden state only: class k raises coordinate k of layer INFORMATIVE.
     labels = torch.tensor([fake_study.CLASSES.index(fake_study.label_of(u)) for u in ids])
-    hidden[torch.arange(n), INFORMATIVE, labels] += 3.0
-    data = {"utt_ids": list(ids), "mfcc": hidden, "delta": torch.empty(n, 0, DIM),
-            "delta_delta": torch.empty(n, 0, DIM)}
+    if frames is None:
+        hidden = torch.randn(n, LAYERS, DIM, generator=gen)
+        # Separable in one hidden state only: class k raises coordinate k of layer INFORMATIVE.
+        hidden[torch.arange(n), INFORMATIVE, labels] += 3.0
+        data = {"utt_ids": list(ids), "mfcc": hidden, "delta": torch.empty(n, 0, DIM),
+                "delta_delta": torch.empty(n, 0, DIM)}
+    else:
+        hidden = torch.randn(n, LAYERS, DIM, frames, generator=gen)
+        hidden[torch.arange(n), INFORMATIVE, labels] += 3.0
+        valid = torch.randint(1, frames + 1, (n,), generator=gen)
+        mask = (torch.arange(frames)[None, :] < valid[:, None]).float()
+        hidden *= mask[:, None, None, :]
+        data = {"utt_ids": list(ids), "mfcc": hidden.reshape(n, LAYERS * DIM, frames), "delta": mask[:, None, :],
+                "delta_delta": torch.empty(n, 0, frames)}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(data, path)
 
@@ -133,10 +143,11 @@ def test_the_loader_hands_the_head_every_layer_as_static_and_the_transpose_as_dy
     assert ssl.build(SMALL)(static, dynamic).emotion.shape == (4, 4)
 
 
-def test_the_head_trains_through_the_training_stage(tmp_path, monkeypatch):
+@pytest.mark.parametrize("frames", [None, 7], ids=["pooled", "frames"])
+def test_the_head_trains_through_the_training_stage(tmp_path, monkeypatch, frames):
     monkeypatch.chdir(tmp_path)
     ids = fake_study.utt_ids("iemocap", 320)
-    write_ssl_features(tmp_path / "artifacts/features/iemocap-ssl.pt", ids)
+    write_ssl_features(tmp_path / "artifacts/features/iemocap-ssl.pt", ids, frames=frames)
     fake_study.write_split(tmp_path / "artifacts/splits", "honest",
                            fake_study.split_rows(ids, ids, folds=2, valid_is_test=False), "valid")
     loss = {"emotion_weight": 1.0, "gender_weight": 0.0, "center_weight": 0.0}
@@ -162,3 +173,61 @@ def test_the_head_trains_through_the_training_stage(tmp_path, monkeypatch):
     model = ssl.build(ssl.SslHeadParams(**checkpoint["model_params"]))
     model.load_state_dict(checkpoint["state_dict"])
     assert model.layer_weights.argmax() == INFORMATIVE
+
+
+def frame_batch(n: int = 6, frames: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns static (n, 1, LAYERS x DIM, frames) zero beyond each row's valid frames, dynamic (n, frames,
+    LAYERS x DIM + 1) as UtteranceDataset hands a frame-level file over (mask last), and the hidden states
+    (n, LAYERS, frames, DIM)."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, LAYERS, frames, DIM, generator=gen)
+    valid = torch.arange(n) % frames + 1
+    mask = (torch.arange(frames)[None, :] < valid[:, None]).float()
+    hidden = hidden * mask[:, None, :, None]
+    static = hidden.transpose(2, 3).reshape(n, 1, LAYERS * DIM, frames)
+    dynamic = torch.cat([static.squeeze(1), mask[:, None, :]], 1).transpose(1, 2)
+    return static, dynamic, hidden
+
+
+def test_frame_level_input_without_layer_norm_gives_the_pooled_result():
+    torch.manual_seed(0)
+    model = ssl.build(SMALL).eval()
+    with torch.no_grad():
+        model.layer_logits.copy_(torch.randn(LAYERS))
+    static, dynamic, hidden = frame_batch()
+    valid = dynamic[..., -1].sum(1)
+    pooled = hidden.sum(2) / valid[:, None, None]  # (n, LAYERS, DIM): what ssl_cache pooled stores
+    frame_out, pooled_out = model(static, dynamic), model(pooled[:, None], pooled.transpose(1, 2))
+    torch.testing.assert_close(frame_out.fused, pooled_out.fused, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(frame_out.emotion, pooled_out.emotion, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_frames_do_not_move_the_output():
+    model = ssl.build(dataclasses.replace(SMALL, layer_norm=True)).eval()
+    static, dynamic, _ = frame_batch()
+    noisy = static.clone()
+    padding = dynamic[..., -1] == 0  # (n, frames)
+    noisy[padding[:, None, None, :].expand_as(noisy)] = 5.0
+    torch.testing.assert_close(model(noisy, dynamic).emotion, model(static, dynamic).emotion)
+
+
+def test_layer_norm_normalises_each_frame_and_needs_frames():
+    torch.manual_seed(0)
+    model = ssl.build(dataclasses.replace(SMALL, layer_norm=True))
+    static, dynamic, hidden = frame_batch()
+    out = model(static, dynamic)
+    # Scaling one utterance's hidden states leaves its layer-normed frames, and so its logits, where they were.
+    scaled = static.clone()
+    scaled[0] *= 10.0
+    scaled_dynamic = torch.cat([scaled.squeeze(1), dynamic[..., -1:].transpose(1, 2)], 1).transpose(1, 2)
+    torch.testing.assert_close(model(scaled, scaled_dynamic).emotion[0], out.emotion[0], atol=1e-4, rtol=1e-4)
+    out.emotion.sum().backward()
+    assert model.layer_logits.grad is not None and model.layer_logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="layer_norm .*needs frame-level features"):
+        model(*batch())
+
+
+def test_frame_level_input_without_its_mask_is_refused():
+    static, dynamic, _ = frame_batch()
+    with pytest.raises(ValueError, match="valid-frame mask as dynamic's last column"):
+        ssl.build(SMALL)(static, dynamic[..., :-1])

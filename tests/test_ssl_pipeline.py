@@ -40,7 +40,11 @@ def clone(tmp: Path, upstream: Path | None) -> Path:
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["synth"]["iemocap_scale"] = 0.013  # ~130 wavs, ~70 in the feature set: seconds, not minutes
     p["splits"]["protocols"] = {k: p["splits"]["protocols"][k] for k in ("iemocap-authors", "iemocap-loso")}
-    p["feature_sets"] = {"iemocap-ssl": {**p["feature_sets"]["iemocap-ssl"], "upstream": upstream and str(upstream)}}
+    entry = dict(p["feature_sets"]["iemocap-ssl"])
+    assert entry["upstream"] == {"quick": None, "paper": None}  # chosen per profile, none in the default study
+    if upstream is not None:
+        entry["upstream"]["quick"] = str(upstream)  # what a user with the quick profile sets
+    p["feature_sets"] = {"iemocap-ssl": entry}
     p["experiments"] = {name: p["experiments"][name] for name in EXPERIMENTS}
     quick = p["profiles"]["quick"]
     quick["train"].update(epochs=3, lr_drop_epochs=[2, 3], seeds=[987654], jobs=1)
@@ -94,7 +98,7 @@ def test_the_ssl_baseline_runs_through_dvc_and_reaches_the_report(tmp_path):
 def test_without_an_upstream_the_pipeline_skips_it_visibly(tmp_path):
     root = clone(tmp_path, None)
     done = run(root, str(Path(sys.executable).parent / "dvc"), "repro", f"evaluate@{EXPERIMENT}")
-    reason = "no upstream checkpoint configured (feature_sets.iemocap-ssl.upstream)"
+    reason = "no upstream checkpoint configured for profile quick (feature_sets.iemocap-ssl.upstream.quick)"
     assert f"experiment {EXPERIMENT}: not run: {reason}" in done.stdout + done.stderr
     record = json.loads((root / "results/metrics" / f"{EXPERIMENT}.json").read_text())
     assert record["not_run"] == reason
