@@ -292,8 +292,8 @@ def compute_ssl(rows: pd.DataFrame, manifest: Path, p: FeaturesParams, upstream:
     frame_level = p.ssl_cache == "frames"
     if frame_level:
         counts = upstream.frame_counts(waves)
-        check_frames_size(len(waves), len(p.ssl_layers or range(upstream.hidden_layers + 1)),
-                          upstream.hidden_size, int(counts.max()), p.ssl_frames_max_gb)
+        check_frames_size(len(waves), len(upstream.check_layers(p.ssl_layers)), upstream.hidden_size,
+                          int(counts.max()), p.ssl_frames_max_gb)
     hidden = upstream.encode(waves, p.batch_size, p.ssl_max_batch_seconds, desc="upstream", layers=p.ssl_layers,
                              frame_level=frame_level)
     n = len(rows)

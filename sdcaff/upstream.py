@@ -1,6 +1,6 @@
 """A frozen self-supervised upstream (wav2vec 2.0, HuBERT, WavLM, Whisper's encoder): waveforms -> every hidden
 state (or a chosen few) mean-pooled over the utterance's valid frames, (B, L+1, D), or frame by frame with the
-padding zeroed, (B, L+1, T, D)."""
+padding zeroed, (N, L+1, D, T)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,11 @@ class Upstream:
             return frames.clamp(1, self.config.max_source_positions)
         return self.model._get_feat_extract_output_lengths(lengths).long()
 
+    def input_lengths(self, waves: Sequence[np.ndarray]) -> torch.Tensor:
+        """Returns the sample count (B,) the model's frames are counted from: Whisper's cut at 30 s by valid_frames,
+        a raw-waveform model's padded to one conv frame at least."""
+        return torch.tensor([len(w) if self.whisper else self.padded_samples(len(w)) for w in waves])
+
     def inputs(self, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the batch input, each utterance's valid frames (B,) and the model's extra arguments."""
         if self.whisper:
@@ -98,12 +103,11 @@ class Upstream:
             # utterance does not depend on the others in the batch; the encoder takes no mask.
             features = self.feature_extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt",
                                               device=self.device.type)
-            lengths = torch.tensor([len(w) for w in waves])
-            return features["input_features"].to(self.device), self.valid_frames(lengths), {}
+            return features["input_features"].to(self.device), self.valid_frames(self.input_lengths(waves)), {}
         if self.feature_extractor.do_normalize:
             # The extractor's own formula, per utterance over its own samples, before any padding.
             waves = self.feature_extractor.zero_mean_unit_var_norm(waves, attention_mask=None)
-        lengths = torch.tensor([self.padded_samples(len(w)) for w in waves])
+        lengths = self.input_lengths(waves)
         batch = torch.zeros(len(waves), int(lengths.max()))
         for row, wave in enumerate(waves):
             batch[row, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
@@ -127,12 +131,6 @@ class Upstream:
         mask = (torch.arange(hidden[0].shape[1], device=self.device) < frames[:, None]).float()[..., None]
         return list(hidden), frames, mask
 
-    def hidden_states(self, waves: list[np.ndarray], layers: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the hidden states `layers` (None = all) frame by frame, zero beyond each utterance's valid frames,
-        (B, L', T, D) float32 CPU, and the valid frames (B,) int64."""
-        hidden, frames, mask = self.run_model(waves, layers)
-        return torch.stack([(h.float() * mask).cpu() for h in hidden], 1), frames.cpu()
-
     def pooled_hidden_states(self, waves: list[np.ndarray], layers: Sequence[int] | None = None) -> torch.Tensor:
         """Returns the hidden states `layers` (None = all) mean-pooled over valid frames: (B, L', D) float32 CPU."""
         hidden, frames, mask = self.run_model(waves, layers)
@@ -151,9 +149,8 @@ class Upstream:
         return list(layers)
 
     def frame_counts(self, waves: Sequence[np.ndarray]) -> torch.Tensor:
-        """Returns each wave's valid frames (N,) int64, as hidden_states() will count them, without running the model."""
-        lengths = torch.tensor([len(w) if self.whisper else self.padded_samples(len(w)) for w in waves])
-        return self.valid_frames(lengths).cpu()
+        """Returns each wave's valid frames (N,) int64, as run_model() counts them, without running the model."""
+        return self.valid_frames(self.input_lengths(waves)).cpu()
 
     def encode(self, waves: Sequence[np.ndarray], batch_size: int, max_batch_seconds: float | None = None,
                desc: str = "upstream", layers: Sequence[int] | None = None,
@@ -180,10 +177,13 @@ class Upstream:
             for indices in batches:
                 batch = [waves[i] for i in indices]
                 if frame_level:
-                    hidden, frames = self.hidden_states(batch, layers)
-                    for row, i in enumerate(indices):
-                        valid = int(frames[row])
-                        out[i, :, :, :valid] = hidden[row, :, :valid].transpose(1, 2)
+                    # Only the valid frames are copied, so the padding stays the zeros `out` starts with.
+                    hidden, frames, _ = self.run_model(batch, layers)
+                    for layer, h in enumerate(hidden):
+                        h = h.float().cpu()  # one transfer per hidden state, as for pooling
+                        for row, i in enumerate(indices):
+                            valid = int(frames[row])
+                            out[i, layer, :, :valid] = h[row, :valid].T
                 else:
                     out[indices] = self.pooled_hidden_states(batch, layers)
                 bar.update(len(indices))
